@@ -1,0 +1,173 @@
+"""Typed YAML configs: dataclasses in, one-line errors naming the key and the file out.
+
+A config section is a (frozen or not) dataclass whose fields carry type annotations made
+of ``int``, ``float``, ``bool``, ``str``, ``Literal[...]``, ``X | None``, ``list[X]``,
+``tuple[X, ...]``, ``dict[str, X]`` and nested dataclasses. :func:`from_dict` builds one
+from plain data (as read from YAML), rejecting unknown keys and wrong types with the dotted
+key path and the file name; :func:`to_dict` gives back plain data for saving the config an
+experiment ran with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+from .errors import InputError
+
+T = TypeVar("T")
+
+
+def _fail(source: str, key: str, message: str) -> InputError:
+    where = f"{source}: " if source else ""
+    return InputError(f"{where}key '{key}': {message}" if key else f"{where}{message}")
+
+
+def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _fail(source, key, "must not be null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key, source)
+            except InputError as e:
+                errors.append(e)
+        raise errors[0]
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices:
+            raise _fail(source, key, f"must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, source=source, prefix=key)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise _fail(source, key, f"must be a list, got {type(value).__name__} {value!r}")
+        args = get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise _fail(source, key, f"must have {len(args)} items, got {len(value)}")
+            return tuple(_convert(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(value, args)))
+        item = args[0] if args else Any
+        out = [_convert(v, item, f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _fail(source, key, f"must be a mapping, got {type(value).__name__}")
+        kt, vt = get_args(tp) or (Any, Any)
+        return {_convert(k, kt, key, source): _convert(v, vt, f"{key}.{k}", source) for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise _fail(source, key, f"must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _fail(source, key, f"must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        # YAML reads "2e-4" as a string (YAML 1.1); accept numeric strings for floats.
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise _fail(source, key, f"must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise _fail(source, key, f"must be a string, got {value!r}")
+        return value
+    if tp is Path:
+        if not isinstance(value, str):
+            raise _fail(source, key, f"must be a path string, got {value!r}")
+        return Path(value)
+    raise TypeError(f"config type {tp!r} of key '{key}' is not supported")
+
+
+def from_dict(cls: type[T], data: Any, *, source: str = "", prefix: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys and bad types raise InputError."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise _fail(source, prefix, f"must be a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        name = f"{prefix}.{unknown[0]}" if prefix else str(unknown[0])
+        raise _fail(source, name, f"unknown key (known: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in data.items():
+        full = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _convert(value, hints[name], full, source)
+    missing = [
+        n for n, f in fields.items()
+        if n not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        name = f"{prefix}.{missing[0]}" if prefix else missing[0]
+        raise _fail(source, name, "is required")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:  # __post_init__ checks
+        raise _fail(source, prefix, str(e)) from None
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain data (dicts, lists, scalars) of a config dataclass, for YAML/JSON."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def load_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read config: {e.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        raise InputError(f"{path}:{line} invalid YAML: {getattr(e, 'problem', e)}") from None
+
+
+def load_config(cls: type[T], path: str | Path, overrides: dict[str, Any] | None = None) -> T:
+    """Read YAML file ``path`` into dataclass ``cls``; ``overrides`` are dotted keys."""
+    data = load_yaml(path) or {}
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return from_dict(cls, data, source=str(path))
+
+
+def save_config(obj: Any, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+__all__ = ["from_dict", "to_dict", "load_yaml", "load_config", "save_config"]

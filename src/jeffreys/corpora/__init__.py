@@ -1,0 +1,71 @@
+"""Corpus preparers: ``jeffreys prepare NAME [SRC] DST``.
+
+Each preparer is a module of this package exposing
+
+* ``add_arguments(parser)``: its options (``src``/``dst`` positionals included);
+* ``run(args) -> int``: prepare, print what was found, return an exit status;
+* a module docstring whose first paragraph is the one-line summary and whose second
+  describes the source layout it expects (shown by ``jeffreys prepare --help``).
+
+Preparers write through :class:`jeffreys.data.datadir.atomic_dir`, so a failed run never
+leaves a half-written destination.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# name -> module; the order is the one shown by --help.
+PREPARERS: dict[str, str] = {
+    "synth": "jeffreys.corpora.synth",
+    "voxceleb1": "jeffreys.corpora.voxceleb",
+    "voxceleb2": "jeffreys.corpora.voxceleb",
+    "sitw": "jeffreys.corpora.sitw",
+    "sdsv": "jeffreys.corpora.sdsv",
+    "dipco": "jeffreys.corpora.dipco",
+    "tedx": "jeffreys.corpora.tedx",
+    "musan": "jeffreys.corpora.musan",
+    "rirs": "jeffreys.corpora.rirs",
+}
+
+
+def _doc_parts(module) -> tuple[str, str]:
+    paras = [p.strip() for p in (module.__doc__ or "").split("\n\n") if p.strip()]
+    summary = paras[0].splitlines()[0] if paras else ""
+    layout = paras[1] if len(paras) > 1 else ""
+    return summary, layout
+
+
+def _parser() -> argparse.ArgumentParser:
+    modules = {name: importlib.import_module(mod) for name, mod in PREPARERS.items()}
+    epilog = ["expected layouts:"]
+    for name, mod in modules.items():
+        _, layout = _doc_parts(mod)
+        epilog.append(f"  {name}:\n" + "\n".join(f"    {line}" for line in layout.splitlines()))
+    parser = argparse.ArgumentParser(
+        prog="jeffreys prepare",
+        description="Write a validated Kaldi-style data dir (and trial lists) from a corpus.",
+        epilog="\n".join(epilog),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="corpus", metavar="NAME", required=True)
+    for name, mod in modules.items():
+        summary, layout = _doc_parts(mod)
+        p = sub.add_parser(
+            name,
+            help=summary,
+            description=f"{summary}\n\nexpected layout:\n{layout}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if hasattr(mod, "add_arguments_for"):
+            mod.add_arguments_for(name, p)
+        else:
+            mod.add_arguments(p)
+        p.set_defaults(_module=mod)
+    return parser
+
+
+def cli_prepare(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    return int(args._module.run(args) or 0)

@@ -1,0 +1,1 @@
+"""Data on disk: Kaldi-style data dirs, trial lists, training datasets, augmentation."""

@@ -1,0 +1,258 @@
+"""Kaldi-style data directories.
+
+A data dir holds ``wav.scp`` (``utt path``), ``utt2spk`` (``utt spk``), ``spk2utt``
+(``spk utt1 utt2 ...``) and optionally ``segments`` (``utt recording start end``, seconds;
+``wav.scp`` is then keyed by recording), ``utt2dur`` (``utt seconds``) and ``trials``.
+Validation follows Kaldi's ``utils/validate_data_dir.sh``: sorted unique ids, every
+utterance has a speaker, spk2utt is the inverse of utt2spk, files exist. Every error names
+the file and line.
+
+``wav.scp`` entries ending in ``|`` are shell pipelines in Kaldi. They are data, not
+commands: reading them is refused unless the caller opts in with ``allow_pipes=True``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InputError
+
+
+@dataclass
+class DataDir:
+    """An in-memory data dir. ``wav`` is keyed by recording when ``segments`` is set."""
+
+    path: Path
+    wav: dict[str, str]
+    utt2spk: dict[str, str]
+    segments: dict[str, tuple[str, float, float]] | None = None
+    utt2dur: dict[str, float] | None = None
+    spk2utt: dict[str, list[str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.spk2utt:
+            self.spk2utt = spk2utt_of(self.utt2spk)
+
+    @property
+    def utts(self) -> list[str]:
+        return sorted(self.utt2spk)
+
+    @property
+    def speakers(self) -> list[str]:
+        return sorted(self.spk2utt)
+
+    def source(self, utt: str) -> tuple[str, float, float | None]:
+        """(wav.scp entry, start seconds, end seconds or None) of an utterance."""
+        if self.segments is not None:
+            rec, start, end = self.segments[utt]
+            return self.wav[rec], start, end
+        return self.wav[utt], 0.0, None
+
+
+def spk2utt_of(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for utt in sorted(utt2spk):
+        out.setdefault(utt2spk[utt], []).append(utt)
+    return dict(sorted(out.items()))
+
+
+def read_table(path: Path, min_fields: int = 2, max_fields: int | None = 2) -> list[tuple[int, list[str]]]:
+    """Lines of a Kaldi table as (line number, fields); blank lines are errors."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    rows = []
+    for n, line in enumerate(text.splitlines(), 1):
+        parts = line.split()
+        if len(parts) < min_fields or (max_fields is not None and len(parts) > max_fields):
+            want = f"{min_fields}" if max_fields == min_fields else f"{min_fields}+" if max_fields is None else f"{min_fields}-{max_fields}"
+            raise InputError(f"{path}:{n}: expected {want} fields, got {len(parts)}: {line.strip()!r}")
+        rows.append((n, parts))
+    return rows
+
+
+def _read_map(path: Path) -> dict[str, tuple[int, str]]:
+    out: dict[str, tuple[int, str]] = {}
+    prev = None
+    for n, (key, value) in read_table(path):
+        if key in out:
+            raise InputError(f"{path}:{n}: duplicate id {key!r} (first on line {out[key][0]})")
+        if prev is not None and key < prev:
+            raise InputError(f"{path}:{n}: not sorted: {key!r} after {prev!r} (Kaldi needs `LC_ALL=C sort`)")
+        prev = key
+        out[key] = (n, value)
+    return out
+
+
+def read_datadir(path: str | Path, *, check_files: bool = True, allow_pipes: bool = False) -> DataDir:
+    """Read and validate a data dir. ``check_files``: every wav.scp path must exist."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: not a directory")
+    wav_rows: dict[str, tuple[int, str]] = {}
+    scp = path / "wav.scp"
+    prev = None
+    for n, parts in read_table(scp, 2, None):
+        key, value = parts[0], " ".join(parts[1:])
+        if key in wav_rows:
+            raise InputError(f"{scp}:{n}: duplicate id {key!r} (first on line {wav_rows[key][0]})")
+        if prev is not None and key < prev:
+            raise InputError(f"{scp}:{n}: not sorted: {key!r} after {prev!r}")
+        prev = key
+        if value.endswith("|"):
+            if not allow_pipes:
+                raise InputError(
+                    f"{scp}:{n}: {key!r} is a shell pipeline ('... |'); refusing to run commands "
+                    "from a data file (pass allow_pipes=True / --allow-pipes to opt in)"
+                )
+        elif check_files and not Path(value).is_file():
+            raise InputError(f"{scp}:{n}: audio file of {key!r} not found: {value}")
+        wav_rows[key] = (n, value)
+    if not wav_rows:
+        raise InputError(f"{scp}: empty")
+
+    u2s_path = path / "utt2spk"
+    utt2spk = {u: s for u, (_, s) in _read_map(u2s_path).items()}
+
+    segments = None
+    seg_path = path / "segments"
+    if seg_path.exists():
+        segments = {}
+        prev = None
+        for n, (utt, rec, start, end) in read_table(seg_path, 4, 4):
+            if utt in segments:
+                raise InputError(f"{seg_path}:{n}: duplicate id {utt!r}")
+            if prev is not None and utt < prev:
+                raise InputError(f"{seg_path}:{n}: not sorted: {utt!r} after {prev!r}")
+            prev = utt
+            if rec not in wav_rows:
+                raise InputError(f"{seg_path}:{n}: recording {rec!r} of {utt!r} is not in wav.scp")
+            try:
+                t0, t1 = float(start), float(end)
+            except ValueError:
+                raise InputError(f"{seg_path}:{n}: start/end must be numbers: {start!r} {end!r}") from None
+            if not (0 <= t0 < t1 or (t1 == -1 and t0 >= 0)):
+                raise InputError(f"{seg_path}:{n}: bad segment times {t0} {t1} for {utt!r}")
+            segments[utt] = (rec, t0, t1)
+        utt_ids = segments
+    else:
+        utt_ids = wav_rows
+    for utt in utt2spk:
+        if utt not in utt_ids:
+            where = "segments" if segments is not None else "wav.scp"
+            raise InputError(f"{u2s_path}:{_read_map(u2s_path)[utt][0]}: utterance {utt!r} is not in {where}")
+    for utt in utt_ids:
+        if utt not in utt2spk:
+            where = "segments" if segments is not None else "wav.scp"
+            raise InputError(f"{path / where}: utterance {utt!r} has no speaker in utt2spk")
+
+    expected = spk2utt_of(utt2spk)
+    s2u_path = path / "spk2utt"
+    if s2u_path.exists():
+        seen = set()
+        for n, parts in read_table(s2u_path, 2, None):
+            spk, utts = parts[0], parts[1:]
+            if spk in seen:
+                raise InputError(f"{s2u_path}:{n}: duplicate speaker {spk!r}")
+            seen.add(spk)
+            if sorted(utts) != expected.get(spk):
+                raise InputError(f"{s2u_path}:{n}: speaker {spk!r} does not match utt2spk (regenerate spk2utt)")
+        if seen != set(expected):
+            missing = sorted(set(expected) - seen)[0]
+            raise InputError(f"{s2u_path}: speaker {missing!r} of utt2spk is missing")
+
+    utt2dur = None
+    dur_path = path / "utt2dur"
+    if dur_path.exists():
+        utt2dur = {}
+        for utt, (n, value) in _read_map(dur_path).items():
+            if utt not in utt2spk:
+                raise InputError(f"{dur_path}:{n}: unknown utterance {utt!r}")
+            try:
+                utt2dur[utt] = float(value)
+            except ValueError:
+                raise InputError(f"{dur_path}:{n}: duration must be a number, got {value!r}") from None
+    return DataDir(
+        path=path,
+        wav={k: v for k, (_, v) in wav_rows.items()},
+        utt2spk=utt2spk,
+        segments=segments,
+        utt2dur=utt2dur,
+        spk2utt=expected,
+    )
+
+
+def _write_lines(path: Path, rows: Iterable[str]) -> None:
+    path.write_text("".join(f"{r}\n" for r in rows), encoding="utf-8")
+
+
+def write_datadir(
+    path: str | Path,
+    wav: Mapping[str, str],
+    utt2spk: Mapping[str, str],
+    *,
+    segments: Mapping[str, tuple[str, float, float]] | None = None,
+    utt2dur: Mapping[str, float] | None = None,
+    trials: Iterable[tuple[str, str, bool]] | None = None,
+) -> Path:
+    """Write a sorted data dir (``spk2utt`` derived) and return its path.
+
+    Ids must not contain whitespace; ``trials`` are (enroll, test, is_target) and are
+    written in the given order (a published pairing is never re-sorted).
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for name, table in (("wav.scp", wav), ("utt2spk", utt2spk)):
+        for key, value in table.items():
+            if not key or any(c.isspace() for c in key) or not str(value):
+                raise InputError(f"{path / name}: invalid id or value {key!r} -> {value!r}")
+    _write_lines(path / "wav.scp", (f"{k} {wav[k]}" for k in sorted(wav)))
+    _write_lines(path / "utt2spk", (f"{k} {utt2spk[k]}" for k in sorted(utt2spk)))
+    _write_lines(path / "spk2utt", (f"{s} {' '.join(u)}" for s, u in spk2utt_of(utt2spk).items()))
+    if segments is not None:
+        _write_lines(path / "segments", (f"{u} {r} {a:.3f} {b:.3f}" for u, (r, a, b) in sorted(segments.items())))
+    if utt2dur is not None:
+        _write_lines(path / "utt2dur", (f"{u} {utt2dur[u]:.3f}" for u in sorted(utt2dur)))
+    if trials is not None:
+        from .trials import write_trials
+
+        write_trials(path / "trials", trials)
+    return path
+
+
+class atomic_dir:
+    """Context manager: build a directory in a temporary sibling, rename it into place.
+
+    On an exception the temporary directory is removed and ``dst`` is left untouched, so a
+    half-written destination is never left behind. An existing ``dst`` is refused unless
+    ``overwrite``.
+    """
+
+    def __init__(self, dst: str | Path, *, overwrite: bool = False):
+        self.dst = Path(dst)
+        self.overwrite = overwrite
+        self.tmp: Path | None = None
+
+    def __enter__(self) -> Path:
+        if self.dst.exists() and not self.overwrite:
+            raise InputError(f"{self.dst}: already exists (remove it or pass --overwrite)")
+        self.dst.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dst.name}.", dir=self.dst.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        assert self.tmp is not None
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return
+        if self.dst.exists():
+            shutil.rmtree(self.dst)
+        os.replace(self.tmp, self.dst)
