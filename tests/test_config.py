@@ -81,5 +81,5 @@ def test_overrides_and_missing_file(tmp_path: Path):
 
 def test_optional_none():
     assert from_dict(Cfg, {"name": "a", "init": None}).init is None
-    with pytest.raises(InputError, match="key 'name': must not be null"):
+    with pytest.raises(InputError, match="key 'name': must be a string, got None"):
         from_dict(Cfg, {"name": None})
