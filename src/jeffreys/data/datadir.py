@@ -25,7 +25,11 @@ from ..errors import InputError
 
 @dataclass
 class DataDir:
-    """An in-memory data dir. ``wav`` is keyed by recording when ``segments`` is set."""
+    """An in-memory data dir. ``wav`` is keyed by recording when ``segments`` is set.
+
+    ``allow_pipes`` records the reader's opt-in, so that loaders
+    (:func:`jeffreys.audio.load_utterance`) run ``cmd |`` entries only when it was given.
+    """
 
     path: Path
     wav: dict[str, str]
@@ -33,6 +37,7 @@ class DataDir:
     segments: dict[str, tuple[str, float, float]] | None = None
     utt2dur: dict[str, float] | None = None
     spk2utt: dict[str, list[str]] = field(default_factory=dict)
+    allow_pipes: bool = False
 
     def __post_init__(self) -> None:
         if not self.spk2utt:
@@ -47,10 +52,13 @@ class DataDir:
         return sorted(self.spk2utt)
 
     def source(self, utt: str) -> tuple[str, float, float | None]:
-        """(wav.scp entry, start seconds, end seconds or None) of an utterance."""
+        """(wav.scp entry, start seconds, end seconds or None) of an utterance.
+
+        A segment end of -1 (Kaldi: "to the end of the recording") is given as None.
+        """
         if self.segments is not None:
             rec, start, end = self.segments[utt]
-            return self.wav[rec], start, end
+            return self.wav[rec], start, (None if end < 0 else end)
         return self.wav[utt], 0.0, None
 
 
@@ -67,6 +75,8 @@ def read_table(path: Path, min_fields: int = 2, max_fields: int | None = 2) -> l
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, expected a file") from None
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     rows = []
@@ -79,34 +89,42 @@ def read_table(path: Path, min_fields: int = 2, max_fields: int | None = 2) -> l
     return rows
 
 
-def _read_map(path: Path) -> dict[str, tuple[int, str]]:
-    out: dict[str, tuple[int, str]] = {}
+def _keyed(path: Path, rows: list[tuple[int, list[str]]], what: str = "id") -> dict[str, tuple[int, list[str]]]:
+    """Rows keyed by their first field; duplicate or unsorted keys (Kaldi needs C order) are errors."""
+    out: dict[str, tuple[int, list[str]]] = {}
     prev = None
-    for n, (key, value) in read_table(path):
+    for n, parts in rows:
+        key = parts[0]
         if key in out:
-            raise InputError(f"{path}:{n}: duplicate id {key!r} (first on line {out[key][0]})")
+            raise InputError(f"{path}:{n}: duplicate {what} {key!r} (first on line {out[key][0]})")
+        # Python compares str by code point, which is the byte order of UTF-8 (LC_ALL=C).
         if prev is not None and key < prev:
-            raise InputError(f"{path}:{n}: not sorted: {key!r} after {prev!r} (Kaldi needs `LC_ALL=C sort`)")
+            raise InputError(f"{path}:{n}: not sorted: {key!r} after {prev!r} (sort with `LC_ALL=C sort`)")
         prev = key
-        out[key] = (n, value)
+        out[key] = (n, parts[1:])
+    if not out:
+        raise InputError(f"{path}: empty")
     return out
 
 
 def read_datadir(path: str | Path, *, check_files: bool = True, allow_pipes: bool = False) -> DataDir:
-    """Read and validate a data dir. ``check_files``: every wav.scp path must exist."""
+    """Read and validate a data dir. ``check_files``: every wav.scp path must exist.
+
+    Checks, after Kaldi's ``utils/validate_data_dir.sh --no-feats --no-text``: each table is
+    sorted (C order) with unique ids and the right number of fields; the utterances of
+    ``utt2spk`` are exactly those of ``wav.scp`` (or of ``segments``, whose recordings must be
+    exactly those of ``wav.scp``); ``spk2utt``, when present, is the inverse of ``utt2spk``
+    (speakers sorted, each line's utterances sorted); ``utt2dur``, when present, has every
+    utterance once with a positive duration; segment times are numbers with start < end
+    (end -1: to the end). ``spk2utt`` may be missing (it is derived). Not enforced, because
+    nothing here needs it: Kaldi's rule that speaker ids prefix utterance ids.
+    """
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"{path}: not a directory")
-    wav_rows: dict[str, tuple[int, str]] = {}
     scp = path / "wav.scp"
-    prev = None
-    for n, parts in read_table(scp, 2, None):
-        key, value = parts[0], " ".join(parts[1:])
-        if key in wav_rows:
-            raise InputError(f"{scp}:{n}: duplicate id {key!r} (first on line {wav_rows[key][0]})")
-        if prev is not None and key < prev:
-            raise InputError(f"{scp}:{n}: not sorted: {key!r} after {prev!r}")
-        prev = key
+    wav_rows = {k: (n, " ".join(v)) for k, (n, v) in _keyed(scp, read_table(scp, 2, None)).items()}
+    for key, (n, value) in wav_rows.items():
         if value.endswith("|"):
             if not allow_pipes:
                 raise InputError(
@@ -115,24 +133,17 @@ def read_datadir(path: str | Path, *, check_files: bool = True, allow_pipes: boo
                 )
         elif check_files and not Path(value).is_file():
             raise InputError(f"{scp}:{n}: audio file of {key!r} not found: {value}")
-        wav_rows[key] = (n, value)
-    if not wav_rows:
-        raise InputError(f"{scp}: empty")
 
     u2s_path = path / "utt2spk"
-    utt2spk = {u: s for u, (_, s) in _read_map(u2s_path).items()}
+    u2s_rows = _keyed(u2s_path, read_table(u2s_path), "utterance")
+    utt2spk = {u: v[0] for u, (_, v) in u2s_rows.items()}
 
     segments = None
     seg_path = path / "segments"
     if seg_path.exists():
         segments = {}
-        prev = None
-        for n, (utt, rec, start, end) in read_table(seg_path, 4, 4):
-            if utt in segments:
-                raise InputError(f"{seg_path}:{n}: duplicate id {utt!r}")
-            if prev is not None and utt < prev:
-                raise InputError(f"{seg_path}:{n}: not sorted: {utt!r} after {prev!r}")
-            prev = utt
+        seg_rows = _keyed(seg_path, read_table(seg_path, 4, 4), "utterance")
+        for utt, (n, (rec, start, end)) in seg_rows.items():
             if rec not in wav_rows:
                 raise InputError(f"{seg_path}:{n}: recording {rec!r} of {utt!r} is not in wav.scp")
             try:
@@ -140,46 +151,59 @@ def read_datadir(path: str | Path, *, check_files: bool = True, allow_pipes: boo
             except ValueError:
                 raise InputError(f"{seg_path}:{n}: start/end must be numbers: {start!r} {end!r}") from None
             if not (0 <= t0 < t1 or (t1 == -1 and t0 >= 0)):
-                raise InputError(f"{seg_path}:{n}: bad segment times {t0} {t1} for {utt!r}")
+                raise InputError(f"{seg_path}:{n}: bad segment times {start} {end} for {utt!r} (need 0 <= start < end)")
             segments[utt] = (rec, t0, t1)
-        utt_ids = segments
+        used = {rec for rec, _, _ in segments.values()}
+        for rec, (n, _) in wav_rows.items():
+            if rec not in used:
+                raise InputError(f"{scp}:{n}: recording {rec!r} has no line in segments")
+        utt_rows, where = {u: n for u, (n, _) in seg_rows.items()}, seg_path
     else:
-        utt_ids = wav_rows
-    for utt in utt2spk:
-        if utt not in utt_ids:
-            where = "segments" if segments is not None else "wav.scp"
-            raise InputError(f"{u2s_path}:{_read_map(u2s_path)[utt][0]}: utterance {utt!r} is not in {where}")
-    for utt in utt_ids:
+        utt_rows, where = {u: n for u, (n, _) in wav_rows.items()}, scp
+    for utt, (n, _) in u2s_rows.items():
+        if utt not in utt_rows:
+            raise InputError(f"{u2s_path}:{n}: utterance {utt!r} is not in {where.name}")
+    for utt, n in utt_rows.items():
         if utt not in utt2spk:
-            where = "segments" if segments is not None else "wav.scp"
-            raise InputError(f"{path / where}: utterance {utt!r} has no speaker in utt2spk")
+            raise InputError(f"{where}:{n}: utterance {utt!r} has no speaker in utt2spk")
 
     expected = spk2utt_of(utt2spk)
     s2u_path = path / "spk2utt"
     if s2u_path.exists():
-        seen = set()
-        for n, parts in read_table(s2u_path, 2, None):
-            spk, utts = parts[0], parts[1:]
-            if spk in seen:
-                raise InputError(f"{s2u_path}:{n}: duplicate speaker {spk!r}")
-            seen.add(spk)
-            if sorted(utts) != expected.get(spk):
-                raise InputError(f"{s2u_path}:{n}: speaker {spk!r} does not match utt2spk (regenerate spk2utt)")
-        if seen != set(expected):
-            missing = sorted(set(expected) - seen)[0]
-            raise InputError(f"{s2u_path}: speaker {missing!r} of utt2spk is missing")
+        s2u_rows = _keyed(s2u_path, read_table(s2u_path, 2, None), "speaker")
+        for spk, (n, utts) in s2u_rows.items():
+            if spk not in expected:
+                raise InputError(f"{s2u_path}:{n}: speaker {spk!r} is not in utt2spk")
+            if utts != expected[spk]:
+                extra = sorted(set(utts) - set(expected[spk]))
+                lost = sorted(set(expected[spk]) - set(utts))
+                why = (
+                    f"utterance {extra[0]!r} is not this speaker's in utt2spk" if extra
+                    else f"utterance {lost[0]!r} of utt2spk is missing" if lost
+                    else "utterances repeated or not sorted"
+                )
+                raise InputError(f"{s2u_path}:{n}: speaker {spk!r} does not match utt2spk: {why} (regenerate spk2utt)")
+        missing = [s for s in expected if s not in s2u_rows]
+        if missing:
+            raise InputError(f"{s2u_path}: speaker {missing[0]!r} of utt2spk is missing")
 
     utt2dur = None
     dur_path = path / "utt2dur"
     if dur_path.exists():
         utt2dur = {}
-        for utt, (n, value) in _read_map(dur_path).items():
+        for utt, (n, (value,)) in _keyed(dur_path, read_table(dur_path), "utterance").items():
             if utt not in utt2spk:
-                raise InputError(f"{dur_path}:{n}: unknown utterance {utt!r}")
+                raise InputError(f"{dur_path}:{n}: unknown utterance {utt!r} (not in utt2spk)")
             try:
-                utt2dur[utt] = float(value)
+                dur = float(value)
             except ValueError:
                 raise InputError(f"{dur_path}:{n}: duration must be a number, got {value!r}") from None
+            if not dur > 0 or dur == float("inf"):
+                raise InputError(f"{dur_path}:{n}: duration of {utt!r} must be positive, got {value!r}")
+            utt2dur[utt] = dur
+        missing = [u for u in utt2spk if u not in utt2dur]
+        if missing:
+            raise InputError(f"{dur_path}: utterance {missing[0]!r} (utt2spk line {u2s_rows[missing[0]][0]}) has no duration")
     return DataDir(
         path=path,
         wav={k: v for k, (_, v) in wav_rows.items()},
@@ -187,6 +211,7 @@ def read_datadir(path: str | Path, *, check_files: bool = True, allow_pipes: boo
         segments=segments,
         utt2dur=utt2dur,
         spk2utt=expected,
+        allow_pipes=allow_pipes,
     )
 
 
