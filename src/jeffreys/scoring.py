@@ -1,0 +1,304 @@
+"""Scoring back-end: mean-centred cosine, S-norm / adaptive S-norm, linear calibration.
+
+The paper's back-end (Sec. 5.1): embeddings are centred by the mean of the *training* set
+(computed once with :func:`compute_mean`, saved next to the model with :func:`save_mean`),
+length-normalised, and a trial's score is the cosine of its two embeddings. Optional stages:
+
+* score normalisation against a cohort (e.g. the training speakers' mean embeddings):
+  S-norm ``((s - mu_e)/sd_e + (s - mu_t)/sd_t) / 2`` with each side's statistics over the whole
+  cohort, or adaptive S-norm over each side's ``top_n`` highest cohort scores;
+* :class:`LinearCalibration`: ``llr = a * score + b`` trained by prior-weighted logistic
+  regression on a development trial list (as BOSARIS ``train_linear_calibration``), so that
+  scores become natural-log likelihood ratios (actDCF and Cllr then mean something).
+
+Embeddings are given as anything :meth:`jeffreys.embeddings.EmbeddingTable.of` accepts: an
+``(ids, matrix)`` pair (what :func:`jeffreys.embeddings.read_embeddings` returns), a mapping
+id -> vector, or a path. Trials are a :class:`jeffreys.data.trials.Trials`, a
+:class:`~jeffreys.data.trials.Scores`, a pair ``(enroll_ids, test_ids)`` or a sequence of
+``(enroll, test)`` pairs. A trial naming an id without embedding is an error listing the
+first missing ids.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.special import expit
+
+from .embeddings import EmbeddingTable
+from .errors import InputError
+
+BATCH = 1 << 15  # trials per gathered batch: 2 x 32768 x 256 float32 = 64 MiB
+
+
+# ----------------------------------------------------------------------------- the mean
+def compute_mean(matrix) -> np.ndarray:
+    """Mean embedding (float32, shape (D,)), accumulated in float64."""
+    m = np.asarray(matrix)
+    if m.ndim != 2 or len(m) == 0:
+        raise InputError(f"compute_mean needs a non-empty N x D matrix (got shape {m.shape})")
+    return m.mean(axis=0, dtype=np.float64).astype(np.float32)
+
+
+def save_mean(path: str | Path, mean) -> None:
+    np.save(Path(path), np.asarray(mean, dtype=np.float32))
+
+
+def load_mean(path: str | Path) -> np.ndarray:
+    p = Path(path)
+    try:
+        m = np.load(p, allow_pickle=False)
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such mean file") from None
+    except ValueError as e:
+        raise InputError(f"{p}: not a .npy vector ({e})") from None
+    if m.ndim != 1 or m.dtype.kind not in "fiu" or not np.isfinite(m).all():
+        raise InputError(f"{p}: the mean must be a finite 1-D vector (got shape {m.shape}, dtype {m.dtype})")
+    return m.astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- helpers
+def trial_pairs(trials) -> tuple[list[str], list[str]]:
+    """(enroll ids, test ids) of any accepted trial-list form."""
+    if hasattr(trials, "enroll") and hasattr(trials, "test"):
+        return list(trials.enroll), list(trials.test)
+    if isinstance(trials, tuple) and len(trials) == 2 and not isinstance(trials[0], str):
+        e, t = trials
+        if len(e) != len(t):
+            raise InputError(f"{len(e)} enrolment ids but {len(t)} test ids")
+        return list(e), list(t)
+    pairs = list(trials)
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def _normalised(table: EmbeddingTable, mean) -> np.ndarray:
+    """Centred (if ``mean`` is given) and length-normalised rows; a zero row is an error."""
+    x = table.matrix
+    if mean is not None:
+        mean = np.asarray(mean, dtype=np.float32)
+        if mean.shape != (x.shape[1],):
+            raise InputError(f"mean has shape {mean.shape} but the embeddings of {table.where} have dimension {x.shape[1]}")
+        x = x - mean
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    zero = np.flatnonzero(norm[:, 0] == 0)
+    if len(zero):
+        raise InputError(f"{table.where}: embedding of {table.ids[zero[0]]!r} is zero after centring; cosine undefined")
+    return x / norm
+
+
+def _as_table(x, where: str) -> EmbeddingTable:
+    if isinstance(x, np.ndarray):
+        return EmbeddingTable([f"row{i}" for i in range(len(x))], x, where)
+    return EmbeddingTable.of(x, where)
+
+
+def _side(x, ids: list[str], mean, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(normalised matrix of the ids used, row of each trial in it)."""
+    table = _as_table(x, what)
+    rows = table.rows(ids, f"trial list ({what} side)")
+    used, inverse = np.unique(rows, return_inverse=True)
+    sub = EmbeddingTable([table.ids[i] for i in used], table.matrix[used], table.where)
+    return _normalised(sub, mean), inverse.ravel()
+
+
+def _rowwise_dot(a: np.ndarray, ia: np.ndarray, b: np.ndarray, ib: np.ndarray) -> np.ndarray:
+    out = np.empty(len(ia), dtype=np.float64)
+    for s in range(0, len(ia), BATCH):
+        sl = slice(s, s + BATCH)
+        out[sl] = np.einsum("ij,ij->i", a[ia[sl]], b[ib[sl]])
+    return out
+
+
+# ----------------------------------------------------------------------------- scores
+def cosine_scores(enroll, test, trials, mean=None) -> np.ndarray:
+    """Cosine score of each trial (float64, trial order) after centring by ``mean``.
+
+    ``test=None`` looks both sides up in ``enroll`` (one embedding file for the whole
+    evaluation set, the usual case).
+    """
+    e_ids, t_ids = trial_pairs(trials)
+    a, ia = _side(enroll, e_ids, mean, "enrolment")
+    b, ib = _side(enroll if test is None else test, t_ids, mean, "test")
+    return _rowwise_dot(a, ia, b, ib)
+
+
+def _cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of each row's cosine scores against the cohort (all of
+    them, or the ``top_n`` highest)."""
+    mu = np.empty(len(x))
+    sd = np.empty(len(x))
+    step = max(1, (1 << 24) // max(1, len(cohort)))  # ~64 MiB of float32 scores per block
+    for s in range(0, len(x), step):
+        c = x[s : s + step] @ cohort.T
+        if top_n is not None and top_n < c.shape[1]:
+            c = np.partition(c, c.shape[1] - top_n, axis=1)[:, -top_n:]
+        c = c.astype(np.float64)
+        mu[s : s + step] = c.mean(axis=1)
+        sd[s : s + step] = c.std(axis=1)
+    return mu, sd
+
+
+def asnorm(scores, trials, enroll, test, cohort, top_n: int | None = 300, mean=None) -> np.ndarray:
+    """Adaptive S-norm: each side normalised by the statistics of its ``top_n`` highest
+    cohort scores (``top_n=None``: the whole cohort, i.e. S-norm); returns the mean of the
+    two normalised scores. ``cohort``: embeddings (any accepted form, or an N x D array),
+    centred by the same ``mean``."""
+    s = np.asarray(scores, dtype=np.float64)
+    e_ids, t_ids = trial_pairs(trials)
+    if len(s) != len(e_ids):
+        raise InputError(f"{len(s)} scores for {len(e_ids)} trials")
+    if top_n is not None and top_n < 2:
+        raise InputError(f"top_n must be at least 2 (got {top_n})")
+    coh_table = _as_table(cohort, "cohort")
+    c = _normalised(coh_table, mean)
+    a, ia = _side(enroll, e_ids, mean, "enrolment")
+    b, ib = _side(enroll if test is None else test, t_ids, mean, "test")
+    mu_a, sd_a = _cohort_stats(a, c, top_n)
+    mu_b, sd_b = _cohort_stats(b, c, top_n)
+    if (sd_a == 0).any() or (sd_b == 0).any():
+        raise InputError(f"cohort scores of an utterance have zero spread ({len(c)} cohort embeddings, top_n={top_n})")
+    return 0.5 * ((s - mu_a[ia]) / sd_a[ia] + (s - mu_b[ib]) / sd_b[ib])
+
+
+def snorm(scores, trials, enroll, test, cohort, mean=None) -> np.ndarray:
+    """Symmetric score normalisation against the whole cohort (see :func:`asnorm`)."""
+    return asnorm(scores, trials, enroll, test, cohort, top_n=None, mean=mean)
+
+
+# ----------------------------------------------------------------------------- calibration
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+@dataclass
+class LinearCalibration:
+    """``llr = a * score + b``, natural-log likelihood ratios."""
+
+    a: float = 1.0
+    b: float = 0.0
+    prior: float = 0.5
+
+    @classmethod
+    def fit(cls, scores, labels, prior: float = 0.5) -> LinearCalibration:
+        """Minimise the prior-weighted cross-entropy (BOSARIS): targets weigh ``prior`` and
+        non-targets ``1 - prior`` in total, and the prior log-odds are added to the LLR
+        before the logistic, so ``a * s + b`` is an LLR whatever the class proportions."""
+        if not 0 < prior < 1:
+            raise InputError(f"prior must lie strictly between 0 and 1 (got {prior})")
+        s = np.asarray(scores, dtype=np.float64)
+        y = np.asarray(labels).astype(bool)
+        if len(s) != len(y):
+            raise InputError(f"{len(s)} scores but {len(y)} labels")
+        bad = np.flatnonzero(~np.isfinite(s))
+        if len(bad):
+            raise InputError(f"calibration needs finite scores; score at index {bad[0]} is {s[bad[0]]}")
+        n_t, n_n = int(y.sum()), int((~y).sum())
+        if n_t == 0 or n_n == 0:
+            raise InputError(f"calibration needs targets and non-targets (got {n_t} and {n_n})")
+        # standardise for conditioning; map back at the end
+        m, sd = s.mean(), s.std() or 1.0
+        x = (s - m) / sd
+        w = np.where(y, prior / n_t, (1 - prior) / n_n)
+        sign = np.where(y, -1.0, 1.0)  # target: softplus(-z), non-target: softplus(z)
+        lo = _logit(prior)
+
+        def f(theta):
+            z = theta[0] * x + theta[1] + lo
+            loss = np.logaddexp(0, sign * z)
+            g = w * (expit(z) - y)  # d loss_i / d z
+            return float(np.dot(w, loss)), np.array([np.dot(g, x), g.sum()])
+
+        res = minimize(f, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B", options={"gtol": 1e-10, "maxiter": 1000})
+        a_std, b_std = res.x
+        return cls(a=float(a_std / sd), b=float(b_std - a_std * m / sd), prior=prior)
+
+    def apply(self, scores) -> np.ndarray:
+        return self.a * np.asarray(scores, dtype=np.float64) + self.b
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"type": "linear", "a": self.a, "b": self.b, "prior": self.prior}) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> LinearCalibration:
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(f"{p}: no such calibration file") from None
+        except json.JSONDecodeError as e:
+            raise InputError(f"{p}: not JSON ({e})") from None
+        if not isinstance(d, dict) or d.get("type") != "linear" or not all(
+            isinstance(d.get(k), (int, float)) for k in ("a", "b", "prior")
+        ):
+            raise InputError(f"{p}: expected {{\"type\": \"linear\", \"a\": ..., \"b\": ..., \"prior\": ...}}")
+        return cls(float(d["a"]), float(d["b"]), float(d["prior"]))
+
+
+# ----------------------------------------------------------------------------- files
+def write_scores(path: str | Path, trials, scores) -> None:
+    """``enroll test score`` lines in trial order (scores with 10 significant digits)."""
+    e_ids, t_ids = trial_pairs(trials)
+    s = np.asarray(scores, dtype=np.float64)
+    if len(s) != len(e_ids):
+        raise InputError(f"{len(s)} scores for {len(e_ids)} trials")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(f"{e} {t} {v:.10g}\n" for e, t, v in zip(e_ids, t_ids, s.tolist()))
+
+
+def _load_tables(paths: Sequence[str]) -> EmbeddingTable:
+    tables = [EmbeddingTable.of(p, where=p) for p in paths]
+    return tables[0] if len(tables) == 1 else EmbeddingTable.merge(tables)
+
+
+def cli_score(argv: list[str]) -> int:
+    from .data.trials import read_trials
+    from .metrics import load_scored_trials
+
+    ap = argparse.ArgumentParser(
+        prog="jeffreys score",
+        description="Score a trial list by the cosine of mean-centred embeddings, with optional "
+        "S-norm / AS-norm and linear calibration; writes 'enroll test score' lines.",
+    )
+    ap.add_argument("embeddings", nargs="+", help="embedding files (.scp/.ark/.npy or prefix); ids from all of them")
+    ap.add_argument("--trials", required=True, help="Kaldi or VoxCeleb trial list")
+    ap.add_argument("--out", required=True, help="scores file to write")
+    ap.add_argument("--mean", help="training-set mean (.npy) to subtract before length normalisation")
+    ap.add_argument("--cohort", help="cohort embeddings for S-norm (AS-norm with --top-n)")
+    ap.add_argument("--top-n", type=int, help="adaptive S-norm: use each side's N highest cohort scores")
+    cal = ap.add_mutually_exclusive_group()
+    cal.add_argument("--calibration", help="apply a saved linear calibration (JSON)")
+    cal.add_argument("--train-calibration", metavar="DEV_SCORES",
+                     help="fit a calibration on a development scores file (labels from --dev-trials) and apply it")
+    ap.add_argument("--dev-trials", help="trial list of DEV_SCORES (else its 4th column)")
+    ap.add_argument("--prior", type=float, default=0.5, help="prior of the calibration objective (default 0.5)")
+    ap.add_argument("--save-calibration", help="where to save the fitted calibration (JSON)")
+    args = ap.parse_args(argv)
+    if args.top_n is not None and not args.cohort:
+        raise InputError("--top-n needs --cohort")
+    if args.save_calibration and not args.train_calibration:
+        raise InputError("--save-calibration needs --train-calibration")
+
+    trials = read_trials(args.trials)
+    emb = _load_tables(args.embeddings)
+    mean = load_mean(args.mean) if args.mean else None
+    s = cosine_scores(emb, None, trials, mean=mean)
+    if args.cohort:
+        s = asnorm(s, trials, emb, None, EmbeddingTable.of(args.cohort, args.cohort), top_n=args.top_n, mean=mean)
+    if args.calibration:
+        s = LinearCalibration.load(args.calibration).apply(s)
+    elif args.train_calibration:
+        dev, labels = load_scored_trials(args.train_calibration, args.dev_trials)
+        c = LinearCalibration.fit(dev.score, labels, prior=args.prior)
+        if args.save_calibration:
+            c.save(args.save_calibration)
+        s = c.apply(s)
+    write_scores(args.out, trials, s)
+    return 0
