@@ -37,8 +37,11 @@ def _doc_parts(module) -> tuple[str, str]:
     return summary, layout
 
 
-def _parser() -> argparse.ArgumentParser:
-    modules = {name: importlib.import_module(mod) for name, mod in PREPARERS.items()}
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    # One named preparer imports only its own module (the others may pull in heavy
+    # dependencies); `prepare --help` imports them all to list their layouts.
+    names = [only] if only in PREPARERS else list(PREPARERS)
+    modules = {name: importlib.import_module(PREPARERS[name]) for name in names}
     epilog = ["expected layouts:"]
     for name, mod in modules.items():
         _, layout = _doc_parts(mod)
@@ -67,5 +70,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cli_prepare(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
+    only = argv[0] if argv and argv[0] in PREPARERS else None
+    args = _parser(only).parse_args(argv)
     return int(args._module.run(args) or 0)

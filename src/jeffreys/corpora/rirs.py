@@ -1,0 +1,75 @@
+"""RIRS_NOISES (OpenSLR 28) room impulse responses as one data dir for reverberation.
+
+SRC/simulated_rirs/{smallroom,mediumroom,largeroom}/RoomNNN/RoomNNN-NNNNN.wav, each room type
+with an optional rir_list (`--rir-id ID --room-id ROOM RIRS_NOISES/simulated_rirs/.../X.wav`);
+with --real also SRC/real_rirs_isotropic_noises/rir_list and the files it names.
+DST is one data dir: utterance id `ROOMTYPE-RoomNNN-NNNNN` (the rir_list id), utt2spk maps it to
+its room type (smallroom, mediumroom, largeroom; `real` for --real), so an augmenter can draw a
+room type first. pointsource_noises/ and the isotropic noises are not used.
+
+Relied on: the layout of rirs_noises.zip as read by Kaldi's reverberate_data_dir.py. A
+rir_list entry whose file is absent is refused (its line is named); files present but not in
+a rir_list are still taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import InputError
+from ._common import DirSpec, add_io_arguments, durations, files_under, read_rows, require, utt_id, write_dirs
+
+ROOMS = ("smallroom", "mediumroom", "largeroom")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_io_arguments(parser, trials=False)
+    parser.add_argument("--real", action="store_true", help="add the real RIRs of real_rirs_isotropic_noises/rir_list")
+
+
+def read_rir_list(path: Path, base: Path, anchor: str) -> dict[str, Path]:
+    """rir id -> file; listed paths are taken relative to ``base`` from the ``anchor`` folder on."""
+    out: dict[str, Path] = {}
+    for n, parts in read_rows(path, 3):
+        try:
+            rid = parts[parts.index("--rir-id") + 1]
+        except (ValueError, IndexError):
+            raise InputError(f"{path}:{n}: no `--rir-id ID`: {' '.join(parts)!r}") from None
+        rel = Path(parts[-1]).parts
+        if anchor not in rel:
+            raise InputError(f"{path}:{n}: path {parts[-1]!r} is not under {anchor}/")
+        f = base.joinpath(*rel[rel.index(anchor) + 1 :])
+        if not f.is_file():
+            raise InputError(f"{path}:{n}: {rid}: file not found: {f}")
+        out[rid] = f
+    return out
+
+
+def run(args) -> int:
+    src = require(args.src, "corpus root", "rirs")
+    sim = src / "simulated_rirs"
+    wav: dict[str, str] = {}
+    utt2spk: dict[str, str] = {}
+    for room in ROOMS:
+        base = sim / room
+        for f in files_under(base, ".wav", "rirs", f"simulated {room} RIRs, RoomNNN/RoomNNN-NNNNN.wav"):
+            rel = f.relative_to(base).parts
+            if len(rel) != 2:
+                raise InputError(f"{f}: expected {room}/RoomNNN/RoomNNN-NNNNN.wav")
+            uid = utt_id(room, rel[0], f.stem.split("-", 1)[-1])
+            wav[uid], utt2spk[uid] = str(f.resolve()), room
+        if (base / "rir_list").is_file():
+            for rid, f in read_rir_list(base / "rir_list", sim, "simulated_rirs").items():
+                if rid not in wav:
+                    wav[rid], utt2spk[rid] = str(f.resolve()), room
+    if args.real:
+        real = src / "real_rirs_isotropic_noises"
+        lst = require(real / "rir_list", "real RIR list", "rirs")
+        for rid, f in read_rir_list(lst, real, "real_rirs_isotropic_noises").items():
+            if rid in wav:
+                raise InputError(f"{lst}: rir id {rid!r} is also a simulated RIR")
+            wav[rid], utt2spk[rid] = str(f.resolve()), "real"
+    spec = DirSpec(wav, utt2spk, durations(wav, args.no_durations))
+    write_dirs("rirs", args.dst, {"": spec}, args.overwrite)
+    return 0
