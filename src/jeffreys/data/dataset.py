@@ -1,0 +1,292 @@
+"""Training and extraction datasets over Kaldi-style data dirs.
+
+Training (paper section 5.1): each item is a random crop of ``chunk_seconds`` (4 s) from
+one utterance, as float32 samples in [-1, 1], with the speaker's contiguous integer label.
+Features are computed on the batch afterwards (:class:`jeffreys.features.Fbank`, on the
+GPU when there is one), so the workers only decode, crop and augment.
+
+Determinism: every random choice for item ``i`` in epoch ``e`` (crop offset, utterance for
+per-speaker sampling, speed factor, augmentation) comes from a generator seeded with
+``(seed, e, i)``. The batches are therefore the same with 0, 1 or 8 DataLoader workers, on
+one GPU or under DDP, and after a resume. :class:`ChunkSampler` passes ``(epoch, i)`` with
+each index, so it also works with ``persistent_workers=True``; plain integer indices use
+the epoch last given to :meth:`TrainDataset.set_epoch` (which only reaches the workers
+when they are started after the call, i.e. without persistent workers).
+
+What an epoch is (``sampling``):
+
+* ``"utterance"`` (default): one crop per utterance, every utterance once;
+* ``"speaker"``: ``chunks_per_speaker`` crops per speaker, each from an utterance of that
+  speaker drawn at random, so that every speaker weighs the same whatever its number of
+  utterances.
+
+Short utterances are repeated (wrapped around) up to the chunk length. With speed
+perturbation enabled in the augmentation config, a chunk is played at 0.9 or 1.1 speed with
+probability ``speed_prob`` and then belongs to a new speaker (label ``k + n`` or
+``k + 2n`` for ``n`` speakers), as in WeSpeaker's VoxCeleb recipe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import soxr
+import torch
+from torch.utils.data import Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from ..audio import load_audio, load_utterance
+from ..errors import InputError
+from .datadir import DataDir, read_datadir
+
+
+def as_datadir(data: str | Path | DataDir, *, allow_pipes: bool = False) -> DataDir:
+    return data if isinstance(data, DataDir) else read_datadir(data, allow_pipes=allow_pipes)
+
+
+def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator of item ``index`` in ``epoch``: independent of workers and order."""
+    return np.random.default_rng([seed, epoch, index])
+
+
+def repeat_pad(wave: np.ndarray, length: int) -> np.ndarray:
+    """``wave`` repeated end to start until it has ``length`` samples (cut if longer)."""
+    if wave.shape[0] == 0:
+        raise ValueError("cannot pad an empty waveform")
+    return wave[:length] if wave.shape[0] >= length else np.resize(wave, length)
+
+
+def save_labels(path: str | Path, speakers: Sequence[str]) -> None:
+    """Write ``speaker label`` lines (label = line index)."""
+    Path(path).write_text("".join(f"{s} {i}\n" for i, s in enumerate(speakers)), encoding="utf-8")
+
+
+def load_labels(path: str | Path) -> list[str]:
+    """Speakers in label order from a file written by :func:`save_labels`."""
+    from .datadir import read_table
+
+    path = Path(path)
+    speakers: list[str] = []
+    seen: dict[str, int] = {}
+    for n, (spk, label) in read_table(path):
+        if label != str(len(speakers)):
+            raise InputError(f"{path}:{n}: expected label {len(speakers)}, got {label!r}")
+        if spk in seen:
+            raise InputError(f"{path}:{n}: duplicate speaker {spk!r} (first on line {seen[spk]})")
+        seen[spk] = n
+        speakers.append(spk)
+    return speakers
+
+
+def random_crop(data: DataDir, utt: str, length: int, sample_rate: int, rng: np.random.Generator, duration: float | None = None) -> np.ndarray:
+    """A random ``length``-sample crop of ``utt``, repeat-padded if the utterance is shorter.
+
+    With its ``duration`` (seconds) known, only the crop is read (soundfile seeks);
+    otherwise the whole utterance is decoded first. Both draw the same offset.
+    """
+    entry, start, end = data.source(utt)
+    if duration is None:
+        wave = load_utterance(data, utt, sample_rate)
+        total = wave.shape[0]
+        offset = int(rng.integers(0, total - length + 1)) if total > length else 0
+        return repeat_pad(wave[offset : offset + length], length)
+    total = int(duration * sample_rate)
+    offset = int(rng.integers(0, total - length + 1)) if total > length else 0
+    a = start + offset / sample_rate
+    b = a + length / sample_rate
+    if end is not None:
+        b = min(b, end)
+    try:
+        wave = load_audio(entry, sample_rate, a, b, allow_pipes=data.allow_pipes)
+    except InputError as e:
+        raise InputError(f"utterance {utt!r} of {data.path}: {e}") from None
+    return repeat_pad(wave, length)
+
+
+class TrainDataset(Dataset):
+    """Random fixed-length crops with speaker labels (see the module docstring).
+
+    ``labels``: a file from :meth:`save_labels` (or a list of speakers) fixing the label of
+    each speaker, e.g. to continue training; every speaker of the data dir must be in it.
+    ``augment``: an :class:`jeffreys.data.augment.Augmenter`, applied to each crop.
+    """
+
+    def __init__(
+        self,
+        datadir: str | Path | DataDir,
+        chunk_seconds: float = 4.0,
+        sample_rate: int = 16000,
+        augment=None,
+        seed: int = 0,
+        *,
+        sampling: str = "utterance",
+        chunks_per_speaker: int = 1,
+        labels: str | Path | Sequence[str] | None = None,
+        allow_pipes: bool = False,
+    ):
+        self.data = as_datadir(datadir, allow_pipes=allow_pipes)
+        if chunk_seconds <= 0:
+            raise ValueError("chunk_seconds must be positive")
+        if sampling not in ("utterance", "speaker"):
+            raise ValueError(f"sampling must be 'utterance' or 'speaker', got {sampling!r}")
+        if chunks_per_speaker < 1:
+            raise ValueError("chunks_per_speaker must be at least 1")
+        self.sample_rate = sample_rate
+        self.chunk_samples = int(round(chunk_seconds * sample_rate))
+        self.augment = augment
+        self.seed = seed
+        self.epoch = 0
+        self.sampling = sampling
+        self.chunks_per_speaker = chunks_per_speaker
+        self.utts = self.data.utts
+        if labels is None:
+            self.speakers = self.data.speakers
+        else:
+            self.speakers = load_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
+            where = labels if isinstance(labels, (str, Path)) else "the given labels"
+            known = set(self.speakers)
+            for spk in self.data.speakers:
+                if spk not in known:
+                    raise InputError(f"{where}: speaker {spk!r} of {self.data.path} has no label")
+        self.spk2label = {s: i for i, s in enumerate(self.speakers)}
+        cfg = getattr(augment, "config", None)
+        self.speed_factors: tuple[float, ...] = tuple(cfg.speed_factors) if cfg is not None and cfg.speed_perturb else ()
+        self.speed_prob = cfg.speed_prob if self.speed_factors else 0.0
+        if augment is not None and hasattr(augment, "bind"):
+            augment.bind(self)
+
+    # ---- labels ----------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """Output classes: speakers, times 1 + the number of speed factors when perturbing."""
+        return len(self.speakers) * (1 + len(self.speed_factors))
+
+    def save_labels(self, path: str | Path) -> None:
+        save_labels(path, self.speakers)
+
+    def label_of(self, utt: str) -> int:
+        return self.spk2label[self.data.utt2spk[utt]]
+
+    # ---- epoch / indexing ------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.sampling == "speaker":
+            return len(self.data.spk2utt) * self.chunks_per_speaker
+        return len(self.utts)
+
+    def __getitem__(self, index) -> tuple[torch.Tensor, int]:
+        epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        rng = item_rng(self.seed, epoch, index)
+        if self.sampling == "speaker":
+            spk = self.data.speakers[index // self.chunks_per_speaker]
+            utts = self.data.spk2utt[spk]
+            utt = utts[rng.integers(len(utts))]
+        else:
+            utt = self.utts[index]
+        label = self.label_of(utt)
+        speed_idx = 0
+        if self.speed_factors and rng.random() < self.speed_prob:
+            speed_idx = 1 + int(rng.integers(len(self.speed_factors)))
+        factor = self.speed_factors[speed_idx - 1] if speed_idx else 1.0
+        need = int(round(self.chunk_samples * factor))  # samples to read before changing speed
+        wave = self.crop(utt, need, rng)
+        if speed_idx:
+            # Read at rate sr*factor, write at sr: 1.1 → faster and higher, as `sox speed`.
+            wave = repeat_pad(soxr.resample(wave, self.sample_rate * factor, self.sample_rate, quality="HQ"), self.chunk_samples)
+            label += speed_idx * len(self.speakers)
+        if self.augment is not None:
+            wave = self.augment(wave, rng, speaker=self.data.utt2spk[utt])
+        return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), label
+
+    # ---- audio -----------------------------------------------------------------------
+    def crop(self, utt: str, length: int, rng: np.random.Generator) -> np.ndarray:
+        """A random ``length``-sample crop of ``utt`` (see :func:`random_crop`)."""
+        dur = self.data.utt2dur.get(utt) if self.data.utt2dur else None
+        return random_crop(self.data, utt, length, self.sample_rate, rng, dur)
+
+    def random_chunks(self, rng: np.random.Generator, count: int, length: int, exclude_speaker: str | None = None) -> list[np.ndarray]:
+        """``count`` crops of ``length`` samples from distinct other speakers when possible (babble)."""
+        speakers = [s for s in self.data.speakers if s != exclude_speaker] or self.data.speakers
+        picks = rng.choice(len(speakers), size=count, replace=count > len(speakers))
+        out = []
+        for k in picks:
+            utts = self.data.spk2utt[speakers[k]]
+            out.append(self.crop(utts[rng.integers(len(utts))], length, rng))
+        return out
+
+
+class ChunkSampler(DistributedSampler):
+    """``DistributedSampler`` yielding ``(epoch, index)`` so items know their epoch.
+
+    Without torch.distributed initialised it covers the whole dataset (one replica).
+    ``set_epoch(e, start=k)`` skips this rank's first ``k`` items (resume mid-epoch).
+    """
+
+    def __init__(self, dataset, num_replicas: int | None = None, rank: int | None = None, shuffle: bool = True, seed: int = 0, drop_last: bool = False):
+        if num_replicas is None and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            num_replicas, rank = 1, 0
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last)
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        super().set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        indices = list(super().__iter__())[self.start :]
+        return iter([(self.epoch, i) for i in indices])
+
+    def __len__(self) -> int:
+        return max(0, self.num_samples - self.start)
+
+
+class EvalDataset(Dataset):
+    """Whole utterances for embedding extraction: item ``i`` → (utt id, float32 samples).
+
+    ``max_seconds`` keeps the first seconds of long utterances (None: everything).
+    """
+
+    def __init__(self, datadir: str | Path | DataDir, sample_rate: int = 16000, max_seconds: float | None = None, *, allow_pipes: bool = False):
+        self.data = as_datadir(datadir, allow_pipes=allow_pipes)
+        self.utts = self.data.utts
+        self.sample_rate = sample_rate
+        self.max_samples = None if max_seconds is None else int(max_seconds * sample_rate)
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, index: int) -> tuple[str, torch.Tensor]:
+        utt = self.utts[index]
+        wave = load_utterance(self.data, utt, self.sample_rate)
+        if self.max_samples is not None:
+            wave = wave[: self.max_samples]
+        return utt, torch.from_numpy(wave)
+
+
+def collate_padded(items: list[tuple[str, torch.Tensor]]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
+    """Batch EvalDataset items: (utt ids, zero-padded [B, T] waves, lengths [B])."""
+    utts = [u for u, _ in items]
+    lengths = torch.tensor([w.shape[0] for _, w in items])
+    batch = torch.zeros(len(items), int(lengths.max()))
+    for i, (_, w) in enumerate(items):
+        batch[i, : w.shape[0]] = w
+    return utts, batch, lengths
+
+
+__all__ = [
+    "TrainDataset",
+    "EvalDataset",
+    "ChunkSampler",
+    "collate_padded",
+    "save_labels",
+    "load_labels",
+    "repeat_pad",
+    "random_crop",
+    "item_rng",
+]
