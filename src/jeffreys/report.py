@@ -1,0 +1,264 @@
+"""Figures and tables of the paper's shape: DET curves (Figs. 4-5), relative gains (Fig. 3),
+Table 1 as Markdown or CSV.
+
+The *results* structure that the tables and the gain chart read is a nested dict::
+
+    results[system][evalset] = evaluate(scores, labels, p_targets=(0.01, ...))
+
+i.e. ``{"AAM-Softmax": {"VoxCeleb1-O": {"eer": 0.0093, "min_dcf": {0.01: 0.095}, ...}, ...},
+...}``. Only ``"eer"`` and ``"min_dcf"`` (a dict p_target -> value) are read, so a dict
+loaded back from JSON (keys ``"0.01"``) works too. Systems are rows in dict order,
+evaluation sets columns in order of first appearance (or as given by ``evalsets=``).
+EER is printed in percent, minDCF as a fraction, as in Table 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+from .metrics import det_points, evaluate
+
+DET_TICKS = (0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9)
+
+
+# ----------------------------------------------------------------------------- tables
+def _dcf(cell: Mapping, p_target: float) -> float:
+    d = cell["min_dcf"]
+    for k, v in d.items():
+        if float(k) == p_target:
+            return float(v)
+    raise InputError(f"no minDCF at p_target={p_target:g} (have {', '.join(str(k) for k in d)})")
+
+
+def _evalsets(results: Mapping, evalsets: Sequence[str] | None) -> list[str]:
+    if evalsets is not None:
+        return list(evalsets)
+    seen: dict[str, None] = {}
+    for per_set in results.values():
+        seen.update(dict.fromkeys(per_set))
+    return list(seen)
+
+
+def _rows(results: Mapping, p_target: float, evalsets: Sequence[str] | None):
+    sets = _evalsets(results, evalsets)
+    rows = []
+    for system, per_set in results.items():
+        vals = []
+        for e in sets:
+            cell = per_set.get(e)
+            vals.append((None, None) if cell is None else (float(cell["eer"]), _dcf(cell, p_target)))
+        rows.append((system, vals))
+    return sets, rows
+
+
+def table_markdown(results: Mapping, p_target: float = 0.01, evalsets: Sequence[str] | None = None,
+                   bold_best: bool = True, eer_digits: int = 2, dcf_digits: int = 3) -> str:
+    """Table 1: one row per system; per evaluation set an ``EER %`` and a ``minDCF``
+    column (p_target as given); the best value of each column in bold; "–" where a system
+    lacks a set."""
+    sets, rows = _rows(results, p_target, evalsets)
+    best = []
+    for j in range(len(sets)):
+        col = [r[1][j] for r in rows if r[1][j][0] is not None]
+        best.append((min(c[0] for c in col), min(c[1] for c in col)) if col else (None, None))
+
+    def fmt(v, digits, b):
+        if v is None:
+            return "–"
+        s = f"{v:.{digits}f}"
+        return f"**{s}**" if bold_best and len(rows) > 1 and f"{b:.{digits}f}" == s else s
+
+    head = "| System | " + " | ".join(f"{e} EER % | {e} minDCF" for e in sets) + " |"
+    rule = "|---|" + "---:|---:|" * len(sets)
+    lines = [head, rule]
+    for system, vals in rows:
+        cells = []
+        for (eer, dcf), (beer, bdcf) in zip(vals, best):
+            cells += [fmt(None if eer is None else eer * 100, eer_digits, None if beer is None else beer * 100),
+                      fmt(dcf, dcf_digits, bdcf)]
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    lines.append(f"\nEER in percent; minDCF normalised, p_target = {p_target:g}, C_miss = C_fa = 1.")
+    return "\n".join(lines) + "\n"
+
+
+def table_csv(results: Mapping, p_target: float = 0.01, evalsets: Sequence[str] | None = None) -> str:
+    """Table 1 as CSV: ``system, <set> EER %, <set> minDCF, ...``; full precision, empty
+    cells where a system lacks a set."""
+    sets, rows = _rows(results, p_target, evalsets)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["system"] + [h for e in sets for h in (f"{e} EER %", f"{e} minDCF p={p_target:g}")])
+    for system, vals in rows:
+        w.writerow([system] + [x for eer, dcf in vals for x in (("", "") if eer is None else (repr(eer * 100), repr(dcf)))])
+    return buf.getvalue()
+
+
+def relative_gains(results: Mapping, baseline: str, p_target: float = 0.01,
+                   evalsets: Sequence[str] | None = None) -> dict[str, dict[str, dict[str, float]]]:
+    """``gains[system][evalset] = {"eer": g, "min_dcf": g}`` with ``g = (base - sys) / base``
+    (a fraction; positive = better than the baseline; NaN where undefined)."""
+    if baseline not in results:
+        raise InputError(f"baseline {baseline!r} is not among the systems ({', '.join(results)})")
+    sets = _evalsets(results, evalsets)
+    base = results[baseline]
+    out: dict = {}
+    for system, per_set in results.items():
+        if system == baseline:
+            continue
+        out[system] = {}
+        for e in sets:
+            if e not in per_set or e not in base:
+                continue
+            g = {}
+            for key, get in (("eer", lambda c: float(c["eer"])), ("min_dcf", lambda c: _dcf(c, p_target))):
+                b, s = get(base[e]), get(per_set[e])
+                g[key] = (b - s) / b if b > 0 else math.nan
+            out[system][e] = g
+    return out
+
+
+# ----------------------------------------------------------------------------- figures
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out_path: str | Path) -> Path:
+    out = Path(out_path)
+    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
+        raise InputError(f"{out}: figure file must end in .png, .pdf or .svg")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=150, bbox_inches="tight")
+    return out
+
+
+def plot_gains(table: Mapping, baseline: str, out_path: str | Path, p_target: float = 0.01,
+               evalsets: Sequence[str] | None = None, title: str | None = None) -> dict:
+    """Fig. 3: grouped bars of the relative gain (percent) of each system over ``baseline``,
+    per evaluation set, EER and minDCF side by side. ``table`` is a results structure (see
+    the module docstring). Returns the gains (fractions)."""
+    gains = relative_gains(table, baseline, p_target, evalsets)
+    sets = _evalsets(table, evalsets)
+    plt = _pyplot()
+    systems = list(gains)
+    labels = [f"{e}\n{m}" for e in sets for m in ("EER", "DCF")]
+    x = np.arange(len(labels))
+    width = 0.8 / max(1, len(systems))
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(labels) + 2), 3.6))
+    for k, system in enumerate(systems):
+        vals = [100 * gains[system].get(e, {}).get(m, math.nan) for e in sets for m in ("eer", "min_dcf")]
+        ax.bar(x + (k - (len(systems) - 1) / 2) * width, vals, width, label=system)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, labels, fontsize=8)
+    ax.set_ylabel(f"relative gain over {baseline} (%)")
+    ax.set_title(title or f"Relative gains, minDCF at p_target={p_target:g}")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, out_path)
+    plt.close(fig)
+    return gains
+
+
+def plot_det(systems: Mapping[str, tuple], out_path: str | Path, p_target: float = 0.01, title: str | None = None,
+             lim: tuple[float, float] | None = None) -> dict[str, dict]:
+    """DET curves (probit axes, in percent) of ``systems[name] = (scores, labels)`` on one
+    plot, the EER of each marked by a circle and its minDCF operating point by a triangle
+    (Figs. 4-5). ``lim``: axis range as probabilities, by default 0.1 % to 50 % widened
+    to show every marker. Writes PNG, PDF or SVG by the suffix of ``out_path``; returns
+    each system's :func:`jeffreys.metrics.evaluate` dict."""
+    from scipy.stats import norm
+
+    if not systems:
+        raise InputError("plot_det needs at least one system")
+    results = {name: evaluate(s, y, p_targets=(p_target,)) for name, (s, y) in systems.items()}
+    if lim is None:
+        marks = [v for r in results.values() for v in (r["eer"], *r["min_dcf_point"][p_target])]
+        inner = [v for v in marks if 0 < v < 1]
+        lim = (max(1e-5, min([0.001, *inner]) * 0.7), min(0.99, max([0.5, *inner]) * 1.1))
+    lo, hi = lim
+    if not 0 < lo < hi < 1:
+        raise InputError(f"DET range must satisfy 0 < low < high < 1 (got {lim})")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 5.2))
+    clip = (norm.ppf(lo) - 1, norm.ppf(hi) + 1)
+    for k, (name, (scores, labels)) in enumerate(systems.items()):
+        r = results[name]
+        pfa, pmiss = det_points(scores, labels)
+        x = np.clip(norm.ppf(pfa), *clip)
+        y = np.clip(norm.ppf(pmiss), *clip)
+        color = f"C{k % 10}"
+        ax.plot(x, y, color=color, lw=1.4,
+                label=f"{name} (EER {100 * r['eer']:.2f} %, minDCF {r['min_dcf'][p_target]:.3f})")
+        e = norm.ppf(min(max(r["eer"], 1e-12), 1 - 1e-12))
+        ax.plot([e], [e], "o", mfc="none", mec=color, ms=8, mew=1.5)
+        fa, miss = r["min_dcf_point"][p_target]
+        ax.plot([np.clip(norm.ppf(fa), *clip)], [np.clip(norm.ppf(miss), *clip)], "^", mfc="none", mec=color, ms=8, mew=1.5)
+    ticks = []
+    for t in (t for t in DET_TICKS if lo <= t <= hi):  # keep ticks >= 0.3 probit apart
+        if not ticks or norm.ppf(t) - norm.ppf(ticks[-1]) >= 0.3:
+            ticks.append(t)
+    names = [f"{100 * t:g}" for t in ticks]
+    for set_ticks, set_lim in ((ax.set_xticks, ax.set_xlim), (ax.set_yticks, ax.set_ylim)):
+        set_ticks(norm.ppf(ticks), names)
+        set_lim(norm.ppf(lo), norm.ppf(hi))
+    ax.plot([norm.ppf(lo), norm.ppf(hi)], [norm.ppf(lo), norm.ppf(hi)], color="0.7", lw=0.6, ls=":")
+    ax.set_xlabel("False alarm probability (%)")
+    ax.set_ylabel("Miss probability (%)")
+    ax.set_title(title or f"DET (○ EER, △ minDCF at p_target={p_target:g})", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper right")
+    _save(fig, out_path)
+    plt.close(fig)
+    return results
+
+
+# ----------------------------------------------------------------------------- CLI
+def cli_det(argv: list[str]) -> int:
+    from .metrics import load_scored_trials
+
+    ap = argparse.ArgumentParser(
+        prog="jeffreys det",
+        description="DET curves of one or more scores files on one plot (EER: circle, minDCF: triangle).",
+    )
+    ap.add_argument("scores", nargs="+", help="scores files ('enroll test score' lines)")
+    ap.add_argument("--trials", help="trial list labelling every scores file (else each file's 4th column)")
+    ap.add_argument("--labels", nargs="+", help="legend name of each scores file (default: file names)")
+    ap.add_argument("--out", required=True, help="figure to write: .png, .pdf or .svg")
+    ap.add_argument("--pdf", action="store_true", help="also write a PDF next to --out")
+    ap.add_argument("--p-target", type=float, default=0.01)
+    ap.add_argument("--title")
+    ap.add_argument("--range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                    help="axis range as probabilities (default: 0.001 0.5, widened to show every marker)")
+    args = ap.parse_args(argv)
+    names = args.labels or [Path(s).name for s in args.scores]
+    if len(names) != len(args.scores):
+        raise InputError(f"{len(names)} --labels for {len(args.scores)} scores files")
+    if len(set(names)) != len(names):
+        raise InputError(f"legend names must differ (got {' '.join(names)}); give --labels")
+    systems = {}
+    for name, path in zip(names, args.scores):
+        sc, labels = load_scored_trials(path, args.trials)
+        systems[name] = (sc.score, labels)
+    lim = tuple(args.range) if args.range else None
+    results = plot_det(systems, args.out, args.p_target, args.title, lim)
+    outs = [args.out]
+    if args.pdf and not args.out.lower().endswith(".pdf"):
+        pdf = str(Path(args.out).with_suffix(".pdf"))
+        plot_det(systems, pdf, args.p_target, args.title, lim)
+        outs.append(pdf)
+    for name, r in results.items():
+        print(f"{name}: EER {100 * r['eer']:.3f} %, minDCF(p={args.p_target:g}) {r['min_dcf'][args.p_target]:.4f}")
+    print("wrote " + ", ".join(outs))
+    return 0
