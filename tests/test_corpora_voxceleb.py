@@ -44,7 +44,8 @@ def test_voxceleb1_test_split_original_lists(tmp_path, capsys):
     assert d.speakers == ["id10270", "id10271"] and d.utt2dur is None
     assert len(read_trials(dst / "trials_O")) == 4  # the uncleaned list has one more trial
     assert not (dst / "trials_E").exists()
-    assert "hours not measured" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "hours not measured" in out and "they need --split all" in out
 
 
 def test_voxceleb1_absent_file_in_trials(tmp_path, capsys):
@@ -99,6 +100,20 @@ def test_voxceleb2_m4a(tmp_path, capsys):
     assert "2 speakers, 3 utterances" in capsys.readouterr().out
     assert main(["prepare", "voxceleb2", str(src), str(tmp_path / "o2"), "--split", "test"]) == 2
     assert f"{src / 'test/aac'}: not found" in capsys.readouterr().err
+
+
+def test_durations_in_parallel_match_serial(tmp_path, monkeypatch):
+    from jeffreys.corpora import _common
+
+    src = tmp_path / "vox2"
+    replicas.voxceleb2(src)
+    assert main(["prepare", "voxceleb2", str(src), str(tmp_path / "serial"), "--jobs", "1"]) == 0
+    monkeypatch.setattr(_common, "PARALLEL_ABOVE", 0)
+    assert main(["prepare", "voxceleb2", str(src), str(tmp_path / "pool"), "--jobs", "2"]) == 0
+    assert (tmp_path / "pool/utt2dur").read_text() == (tmp_path / "serial/utt2dur").read_text()
+    (src / "dev/aac/id00012/21Uxsk56VDQ/00001.m4a").write_bytes(b"not audio")
+    assert main(["prepare", "voxceleb2", str(src), str(tmp_path / "bad"), "--jobs", "2"]) == 2
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("name", ["voxceleb1", "voxceleb2"])

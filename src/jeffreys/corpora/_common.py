@@ -4,18 +4,25 @@ mapping, atomic writing of one or more data dirs, and the printed summary."""
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+from tqdm import tqdm
 
 from ..data.datadir import atomic_dir, read_datadir, read_table, write_datadir
 from ..data.trials import write_trials
 from ..errors import InputError
 
 MAX_LISTED = 5  # absent files named in an error message
+PARALLEL_ABOVE = 2000  # files; below, a process pool costs more than it saves
+PROGRESS_ABOVE = 5000
 
 
-def add_io_arguments(parser: argparse.ArgumentParser, *, trials: bool = True, durations: bool = True) -> None:
+def add_io_arguments(parser: argparse.ArgumentParser, *, trials: bool = True, durations: bool = True, jobs: bool = True) -> None:
     parser.add_argument("src", type=Path, help="corpus root (the layout above)")
     parser.add_argument("dst", type=Path, help="output data dir (built in a temporary dir, then renamed)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
@@ -31,6 +38,15 @@ def add_io_arguments(parser: argparse.ArgumentParser, *, trials: bool = True, du
             action="store_true",
             help="do not open every file for its duration (no utt2dur, hours not reported)",
         )
+    if jobs:
+        parser.add_argument("--jobs", type=_positive, default=os.cpu_count() or 1, help="processes reading file headers (default: all CPUs)")
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
+    return n
 
 
 def require(path: Path, what: str, corpus: str) -> Path:
@@ -85,11 +101,21 @@ def _header_duration(path: str) -> float:
         raise InputError(f"{path}: cannot read audio header ({e})") from None
 
 
-def durations(wav: Mapping[str, str], skip: bool) -> dict[str, float] | None:
-    """utt -> seconds read from each file's header, or None when skipped."""
+def durations(wav: Mapping[str, str], skip: bool, jobs: int = 1) -> dict[str, float] | None:
+    """utt -> seconds read from each file's header, or None when skipped.
+
+    Opening an m4a header through FFmpeg costs ~7 ms (VoxCeleb2 dev: 1.1M files), so large
+    corpora are read by ``jobs`` processes, with a progress bar on stderr."""
     if skip:
         return None
-    return {utt: _duration(path) for utt, path in wav.items()}
+    utts, paths = list(wav), list(wav.values())
+    bar = dict(total=len(paths), unit="file", desc="durations", disable=len(paths) < PROGRESS_ABOVE, file=sys.stderr)
+    if jobs > 1 and len(paths) >= PARALLEL_ABOVE:
+        with ProcessPoolExecutor(jobs) as pool:
+            secs = list(tqdm(pool.map(_duration, paths, chunksize=256), **bar))
+    else:
+        secs = [_duration(p) for p in tqdm(paths, **bar)]
+    return dict(zip(utts, secs))
 
 
 @dataclass

@@ -31,7 +31,7 @@ ARRAYS = ("U01", "U02", "U03", "U04", "U05")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_io_arguments(parser, durations=False)
+    add_io_arguments(parser, durations=False, jobs=False)
     parser.add_argument("--split", choices=("dev", "eval", "all"), default="all", help="sessions to take (default: all)")
     parser.add_argument("--mics", default="close-talk," + ",".join(ARRAYS), help="comma-separated microphones (default: close-talk,U01,...,U05)")
     parser.add_argument("--channel", type=int, default=1, choices=range(1, 8), metavar="1-7", help="far-field array channel (default 1)")

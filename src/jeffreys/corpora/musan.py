@@ -54,7 +54,7 @@ def prepare_part(src: Path, part: str, args) -> DirSpec:
         notes.append(f"music with vocals left out; {unannotated} file(s) without annotation kept")
         if not wav:
             raise InputError(f"{src / part}: every music file has vocals (--no-vocals left none)")
-    spec = DirSpec(wav, {u: u for u in wav}, durations(wav, args.no_durations))
+    spec = DirSpec(wav, {u: u for u in wav}, durations(wav, args.no_durations, args.jobs))
     spec.notes += notes
     return spec
 

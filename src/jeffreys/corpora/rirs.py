@@ -70,6 +70,6 @@ def run(args) -> int:
             if rid in wav:
                 raise InputError(f"{lst}: rir id {rid!r} is also a simulated RIR")
             wav[rid], utt2spk[rid] = str(f.resolve()), "real"
-    spec = DirSpec(wav, utt2spk, durations(wav, args.no_durations))
+    spec = DirSpec(wav, utt2spk, durations(wav, args.no_durations, args.jobs))
     write_dirs("rirs", args.dst, {"": spec}, args.overwrite)
     return 0

@@ -110,7 +110,7 @@ def run(args) -> int:
         for u in utts:
             owners.setdefault(u, []).append(m)
     utt2spk = {u: owners[u][0] if len(owners.get(u, ())) == 1 else u for u in wav}
-    spec = DirSpec(wav, utt2spk, durations(wav, args.no_durations))
+    spec = DirSpec(wav, utt2spk, durations(wav, args.no_durations, args.jobs))
     spec.extra["models"] = [f"{m} {' '.join(us)}" for m, us in sorted(models.items())]
     if dropped:
         spec.notes.append(f"{len(dropped)} model(s) dropped for absent enrolment files")

@@ -36,7 +36,7 @@ def _file_id(entry: str) -> str:
     return Path(entry).stem
 
 
-def prepare_split(root: Path, key_name: str, no_durations: bool, drop_missing: bool) -> DirSpec:
+def prepare_split(root: Path, key_name: str, args) -> DirSpec:
     flacs = files_under(root / "audio", ".flac", "sitw", "SITW audio/*.flac")
     wav = {f.stem: str(f.resolve()) for f in flacs}
     enroll_path = require(root / "lists" / f"enroll-{key_name.split('-')[0]}.lst", "SITW enrolment list", "sitw")
@@ -66,19 +66,19 @@ def prepare_split(root: Path, key_name: str, no_durations: bool, drop_missing: b
         utt = _file_id(entry)
         return utt if utt in wav else None
 
-    trials = map_trials("trials", key_path, rows, enroll, test, drop_missing)
+    trials = map_trials("trials", key_path, rows, enroll, test, args.drop_missing)
     owners: dict[str, set[str]] = {}
     for model, utt in model2utt.items():
         owners.setdefault(utt, set()).add(model)
     utt2spk = {u: next(iter(owners[u])) if len(owners.get(u, ())) == 1 else u for u in wav}
     models = [f"{m} {u}" for m, u in sorted(model2utt.items()) if u in wav]
-    return DirSpec(wav, utt2spk, durations(wav, no_durations), [trials], {"models": models})
+    return DirSpec(wav, utt2spk, durations(wav, args.no_durations, args.jobs), [trials], {"models": models})
 
 
 def run(args) -> int:
     require(args.src, "corpus root", "sitw")
     splits = ("dev", "eval") if args.split == "both" else (args.split,)
-    dirs = {s: prepare_split(args.src / s, args.key, args.no_durations, args.drop_missing) for s in splits}
+    dirs = {s: prepare_split(args.src / s, args.key, args) for s in splits}
     if args.split != "both":
         dirs = {"": dirs[args.split]}
     write_dirs("sitw", args.dst, dirs, args.overwrite)

@@ -124,7 +124,7 @@ def run(args) -> int:
         if f.stem in wav:
             raise InputError(f"{f}: duplicate file id (also {wav[f.stem]})")
         wav[f.stem] = str(f.resolve())
-    dur = durations(wav, skip=False)
+    dur = durations(wav, skip=False, jobs=args.jobs)
     keep = {u: p for u, p in wav.items() if args.min_dur <= dur[u] <= args.max_dur}
     if not keep:
         raise InputError(f"{src / 'speech'}: no file lasts {args.min_dur}-{args.max_dur} s")

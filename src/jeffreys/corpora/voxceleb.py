@@ -99,7 +99,7 @@ def run(args) -> int:
     require(src, "corpus root", corpus)
     wav = scan(corpus, src, args.split)
     utt2spk = {u: u.split("-", 1)[0] for u in wav}
-    spec = DirSpec(wav, utt2spk, durations(wav, args.no_durations))
+    spec = DirSpec(wav, utt2spk, durations(wav, args.no_durations, args.jobs))
     if corpus == "voxceleb1":
         names = _trial_names(args, src)
         resolve = _resolver(wav)
@@ -111,5 +111,7 @@ def run(args) -> int:
             spec.trials.append(TrialList("trials", o.rows, o.dropped))
         if not names:
             spec.notes.append("no trial list written (none present for this split)")
+        if args.split != "all" and args.trials is None:
+            spec.notes.append("Vox1-E and -H pair dev and test speakers: they need --split all")
     write_dirs(corpus, args.dst, {"": spec}, args.overwrite)
     return 0
