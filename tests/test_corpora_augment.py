@@ -50,6 +50,12 @@ def test_rirs(tmp_path, capsys):
     assert d.utt2spk == rooms and d.speakers == ["largeroom", "mediumroom", "smallroom"]
     assert d.wav["mediumroom-Room002-00001"] == str((src / "simulated_rirs/mediumroom/Room002/Room002-00001.wav").resolve())
     assert "3 speakers, 12 utterances" in capsys.readouterr().out
+    # ids come from rir_list when it names a file differently
+    lst = src / "simulated_rirs/largeroom/rir_list"
+    lst.write_text(lst.read_text().replace("--rir-id largeroom-Room001-00001", "--rir-id large-1-1"))
+    assert main(["prepare", "rirs", str(src), str(tmp_path / "o1"), "--no-durations"]) == 0
+    d = read_datadir(tmp_path / "o1")
+    assert "large-1-1" in d.utts and "largeroom-Room001-00001" not in d.utts and len(d.utts) == 12
     assert main(["prepare", "rirs", str(src), str(tmp_path / "o2"), "--real"]) == 0
     d = read_datadir(tmp_path / "o2")
     assert d.spk2utt["real"] == ["RVB2014_type1_rir_largeroom1_near_angla", "air_type1_air_binaural_aula_carolina_1_1_3_0"]

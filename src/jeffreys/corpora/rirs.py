@@ -60,9 +60,13 @@ def run(args) -> int:
             uid = utt_id(room, rel[0], f.stem.split("-", 1)[-1])
             wav[uid], utt2spk[uid] = str(f.resolve()), room
         if (base / "rir_list").is_file():
+            # the list's ids win over the ones derived from the path (they agree in the release)
+            by_path = {p: u for u, p in wav.items()}
             for rid, f in read_rir_list(base / "rir_list", sim, "simulated_rirs").items():
-                if rid not in wav:
-                    wav[rid], utt2spk[rid] = str(f.resolve()), room
+                old = by_path.get(str(f.resolve()))
+                if old is not None and old != rid:
+                    del wav[old], utt2spk[old]
+                wav[rid], utt2spk[rid] = str(f.resolve()), room
     if args.real:
         real = src / "real_rirs_isotropic_noises"
         lst = require(real / "rir_list", "real RIR list", "rirs")
