@@ -196,6 +196,16 @@ def test_musan_and_rirs_dirs_are_used(tmp_path):
     out, _ = aug.apply(s, np.random.default_rng(0), kind="reverb")
     ref = reverberate(s, np.array([0, 0, 0.5, 0.25], np.float32))
     np.testing.assert_allclose(out, ref, atol=1e-6)
+    # Room types: small and medium rooms only, 50/50, as Kaldi's recipe; large rooms unused.
+    wav, u2s = {}, {}
+    for room, n, gain in (("largeroom", 1, 9.0), ("mediumroom", 1, 2.0), ("smallroom", 3, 1.0)):
+        for i in range(n):
+            p = tmp_path / f"{room}{i}.wav"
+            sf.write(p, np.array([gain / 10, 0, 0], np.float32), SR)
+            wav[f"{room}-{i}"], u2s[f"{room}-{i}"] = str(p), room
+    aug = Augmenter(AugmentConfig(rirs=str(write_datadir(tmp_path / "rooms", wav, u2s))), SR)
+    picks = [round(float(aug._rir(np.random.default_rng(i))[0]) * 10) for i in range(200)]
+    assert set(picks) == {1, 2} and 70 < picks.count(2) < 130
     with pytest.raises(InputError, match="no speech/ data dir"):
         (musan / "speech" / "wav.scp").unlink()
         import shutil

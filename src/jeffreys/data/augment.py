@@ -60,6 +60,10 @@ class AugmentConfig:
     babble_speakers: tuple[int, int] = (3, 7)
     musan: str | None = None  # dir with Kaldi data dirs noise/ music/ speech/
     rirs: str | None = None  # Kaldi data dir of RIR wavs
+    # Room types (speakers of the rirs data dir) drawn with equal probability, then one of
+    # their RIRs: Kaldi's v2 recipe uses small and medium rooms 50/50. When none of these
+    # are in the dir, every speaker of it is a room type.
+    rir_rooms: tuple[str, ...] = ("smallroom", "mediumroom")
     simulated_rirs: int = 200  # size of the generated bank when rirs is None
     rir_seed: int = 0
     cache_dir: str | None = None  # default: $XDG_CACHE_HOME/jeffreys or ~/.cache/jeffreys
@@ -211,8 +215,13 @@ class _ClipSource:
         utt = self.utts[rng.integers(len(self.utts))]
         return random_crop(self.data, utt, length, self.sample_rate, rng, self.duration(utt))
 
-    def whole(self, rng: np.random.Generator) -> np.ndarray:
-        utt = self.utts[rng.integers(len(self.utts))]
+    def whole(self, rng: np.random.Generator, groups: list[str] | None = None) -> np.ndarray:
+        """One whole recording; with ``groups``, a speaker of them first, then its recording."""
+        if groups:
+            utts = self.data.spk2utt[groups[rng.integers(len(groups))]]
+            utt = utts[rng.integers(len(utts))]
+        else:
+            utt = self.utts[rng.integers(len(self.utts))]
         entry, start, end = self.data.source(utt)
         return load_audio(entry, self.sample_rate, start, end, allow_pipes=self.data.allow_pipes)
 
@@ -244,6 +253,8 @@ class Augmenter:
             self.noise, self.music, self.speech = parts["noise"], parts["music"], parts["speech"]
         if config.rirs:
             self.rir_source = _ClipSource(read_datadir(config.rirs), sample_rate)
+            present = self.rir_source.data.spk2utt
+            self.rir_groups = [r for r in config.rir_rooms if r in present] or list(present)
             self.rirs: list[np.ndarray] | None = None
         else:
             self.rirs = simulated_rir_bank(config, sample_rate) if config.reverb_weight > 0 and config.prob > 0 else []
@@ -307,7 +318,7 @@ class Augmenter:
 
     def _rir(self, rng: np.random.Generator) -> np.ndarray:
         if self.rir_source is not None:
-            return self.rir_source.whole(rng)
+            return self.rir_source.whole(rng, self.rir_groups)
         return self.rirs[int(rng.integers(len(self.rirs)))]
 
     def _clip(self, kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
