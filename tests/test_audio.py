@@ -134,6 +134,12 @@ def test_missing_file_and_zero_samples(tmp_path):
     sf.write(tmp_path / "zero.wav", np.zeros(0, np.float32), 16000)
     with pytest.raises(InputError, match="zero.wav"):
         load_audio(tmp_path / "zero.wav")
+    for name in ("zero.wav", "nope.wav"):
+        with pytest.raises(InputError, match=name):
+            audio_duration(tmp_path / name)
+    (tmp_path / "junk.m4a").write_bytes(b"\x00junk" * 50)
+    with pytest.raises(InputError, match="junk.m4a"):
+        audio_duration(tmp_path / "junk.m4a")
     sf.write(tmp_path / "short.wav", np.zeros(100, np.float32), 16000)
     with pytest.raises(InputError, match="past the end"):
         load_audio(tmp_path / "short.wav", start=1.0)

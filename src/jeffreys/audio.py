@@ -229,17 +229,30 @@ def _run_pipeline(entry: str) -> bytes:
 
 
 def audio_duration(path: str | Path) -> float:
-    """Duration in seconds from the file header (no full decode) for utt2dur."""
+    """Duration in seconds from the file header (no full decode) for utt2dur.
+
+    A file without samples, or one neither soundfile nor FFmpeg can open, is an InputError.
+    """
     path = str(path)
     if not Path(path).is_file():
         raise InputError(f"{path}: no such audio file")
+    if Path(path).stat().st_size == 0:
+        raise InputError(f"{path}: empty audio file")
+    seconds = None
     if Path(path).suffix.lower() not in _FFMPEG_EXTS:
         try:
             info = sf.info(path)
-            if info.frames > 0:
-                return info.frames / info.samplerate
+            seconds = info.frames / info.samplerate
         except (sf.LibsndfileError, RuntimeError, TypeError):
             pass
+    if seconds is None:
+        seconds = _av_duration(path)
+    if not seconds > 0:
+        raise InputError(f"{path}: no audio samples")
+    return seconds
+
+
+def _av_duration(path: str) -> float:
     import av
 
     try:
