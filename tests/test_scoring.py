@@ -56,7 +56,7 @@ def test_cosine_against_loop(data):
 
 def test_missing_embedding_is_an_error(data):
     ids, m, _, _ = data
-    with pytest.raises(InputError, match="2 ids of the trial list \\(test side\\) have no embedding in test; first: nope1, nope2"):
+    with pytest.raises(InputError, match="2 ids of the trial list \\(test side\\) have no embedding in embeddings; first: nope1, nope2"):
         cosine_scores((ids, m), None, [(ids[0], "nope1"), (ids[1], "nope2"), (ids[2], "nope1")])
 
 

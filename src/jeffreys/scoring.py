@@ -78,9 +78,10 @@ def trial_pairs(trials) -> tuple[list[str], list[str]]:
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def _normalised(table: EmbeddingTable, mean) -> np.ndarray:
-    """Centred (if ``mean`` is given) and length-normalised rows; a zero row is an error."""
-    x = table.matrix
+def _normalised(table: EmbeddingTable, mean, rows: np.ndarray | None = None) -> np.ndarray:
+    """Centred (if ``mean`` is given) and length-normalised rows (all, or ``rows``); a zero
+    vector is an error naming its id."""
+    x = table.matrix if rows is None else table.matrix[rows]
     if mean is not None:
         mean = np.asarray(mean, dtype=np.float32)
         if mean.shape != (x.shape[1],):
@@ -89,7 +90,8 @@ def _normalised(table: EmbeddingTable, mean) -> np.ndarray:
     norm = np.linalg.norm(x, axis=1, keepdims=True)
     zero = np.flatnonzero(norm[:, 0] == 0)
     if len(zero):
-        raise InputError(f"{table.where}: embedding of {table.ids[zero[0]]!r} is zero after centring; cosine undefined")
+        u = table.ids[zero[0] if rows is None else rows[zero[0]]]
+        raise InputError(f"{table.where}: embedding of {u!r} is zero after centring; cosine undefined")
     return x / norm
 
 
@@ -99,13 +101,22 @@ def _as_table(x, where: str) -> EmbeddingTable:
     return EmbeddingTable.of(x, where)
 
 
-def _side(x, ids: list[str], mean, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """(normalised matrix of the ids used, row of each trial in it)."""
-    table = _as_table(x, what)
-    rows = table.rows(ids, f"trial list ({what} side)")
-    used, inverse = np.unique(rows, return_inverse=True)
-    sub = EmbeddingTable([table.ids[i] for i in used], table.matrix[used], table.where)
-    return _normalised(sub, mean), inverse.ravel()
+def _sides(enroll, test, trials, mean):
+    """Normalised embeddings of the trial sides and each trial's row in them: ``(a, ia, b,
+    ib)``. With ``test=None`` both sides share one table, normalised once."""
+    e_ids, t_ids = trial_pairs(trials)
+    te = _as_table(enroll, "embeddings" if test is None else "enrolment")
+    tt = te if test is None else _as_table(test, "test")
+    re = te.rows(e_ids, "trial list (enrolment side)")
+    rt = tt.rows(t_ids, "trial list (test side)")
+    if tt is te:
+        used, inv = np.unique(np.concatenate((re, rt)), return_inverse=True)
+        a = _normalised(te, mean, used)
+        inv = inv.ravel()
+        return a, inv[: len(re)], a, inv[len(re) :]
+    ue, ie = np.unique(re, return_inverse=True)
+    ut, it = np.unique(rt, return_inverse=True)
+    return _normalised(te, mean, ue), ie.ravel(), _normalised(tt, mean, ut), it.ravel()
 
 
 def _rowwise_dot(a: np.ndarray, ia: np.ndarray, b: np.ndarray, ib: np.ndarray) -> np.ndarray:
@@ -123,10 +134,7 @@ def cosine_scores(enroll, test, trials, mean=None) -> np.ndarray:
     ``test=None`` looks both sides up in ``enroll`` (one embedding file for the whole
     evaluation set, the usual case).
     """
-    e_ids, t_ids = trial_pairs(trials)
-    a, ia = _side(enroll, e_ids, mean, "enrolment")
-    b, ib = _side(enroll if test is None else test, t_ids, mean, "test")
-    return _rowwise_dot(a, ia, b, ib)
+    return _rowwise_dot(*_sides(enroll, test, trials, mean))
 
 
 def _cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -151,17 +159,14 @@ def asnorm(scores, trials, enroll, test, cohort, top_n: int | None = 300, mean=N
     two normalised scores. ``cohort``: embeddings (any accepted form, or an N x D array),
     centred by the same ``mean``."""
     s = np.asarray(scores, dtype=np.float64)
-    e_ids, t_ids = trial_pairs(trials)
-    if len(s) != len(e_ids):
-        raise InputError(f"{len(s)} scores for {len(e_ids)} trials")
+    if len(s) != len(trial_pairs(trials)[0]):
+        raise InputError(f"{len(s)} scores for {len(trial_pairs(trials)[0])} trials")
     if top_n is not None and top_n < 2:
         raise InputError(f"top_n must be at least 2 (got {top_n})")
-    coh_table = _as_table(cohort, "cohort")
-    c = _normalised(coh_table, mean)
-    a, ia = _side(enroll, e_ids, mean, "enrolment")
-    b, ib = _side(enroll if test is None else test, t_ids, mean, "test")
+    c = _normalised(_as_table(cohort, "cohort"), mean)
+    a, ia, b, ib = _sides(enroll, test, trials, mean)
     mu_a, sd_a = _cohort_stats(a, c, top_n)
-    mu_b, sd_b = _cohort_stats(b, c, top_n)
+    mu_b, sd_b = (mu_a, sd_a) if b is a else _cohort_stats(b, c, top_n)
     if (sd_a == 0).any() or (sd_b == 0).any():
         raise InputError(f"cohort scores of an utterance have zero spread ({len(c)} cohort embeddings, top_n={top_n})")
     return 0.5 * ((s - mu_a[ia]) / sd_a[ia] + (s - mu_b[ib]) / sd_b[ib])
