@@ -132,7 +132,7 @@ def test_missing_file_and_zero_samples(tmp_path):
     with pytest.raises(InputError, match="nope.wav"):
         load_audio(tmp_path / "nope.wav")
     sf.write(tmp_path / "zero.wav", np.zeros(0, np.float32), 16000)
-    with pytest.raises(InputError, match="zero.wav"):
+    with pytest.raises(InputError, match="zero.wav: no audio samples"):
         load_audio(tmp_path / "zero.wav")
     for name in ("zero.wav", "nope.wav"):
         with pytest.raises(InputError, match=name):

@@ -101,6 +101,8 @@ def _read_soundfile(path: str, start: float, end: float | None) -> tuple[np.ndar
         sr = f.samplerate
         a = int(round(start * sr))
         b = f.frames if end is None else min(int(round(end * sr)), f.frames)
+        if f.frames == 0:
+            raise InputError(f"{path}: no audio samples")
         if a >= f.frames:
             raise InputError(f"{path}: segment start {start} s is past the end ({f.frames / sr:.3f} s)")
         f.seek(a)
