@@ -1,0 +1,416 @@
+"""Speaker embeddings of whole utterances: ``jeffreys extract MODEL DATADIR OUT``.
+
+One embedding per utterance of a data dir (``segments`` followed), written with
+:func:`jeffreys.embeddings.write_embeddings` as Kaldi ark/scp or as .npy + ids, in the data
+dir's (sorted) utterance order. ``--mean-out``/``--store-mean`` also give the mean of the
+embeddings: run on the training set, that is the mean the paper subtracts before cosine
+scoring (section 5.1).
+
+Batching is pad-free and exact. Utterances are read in order of duration and cut into
+*pieces* (one per utterance unless it is long, below); pieces with the same number of
+filterbank frames are stacked into one batch of at most ``batch_seconds`` of audio (a
+longer piece goes alone). Nothing is padded, so an embedding does not depend on the other
+utterances in its batch (up to float rounding; ``tests/test_extract.py`` checks it against
+the model called on each utterance alone). Stacking drops only the trailing samples that
+no frame uses (Kaldi's snip_edges framing: ``1 + (n - 400) // 160`` frames at 16 kHz), which
+changes nothing. On real data few utterances share a frame count, so batches are small;
+``crop_fraction`` (``--crop-fraction``) trades exactness for full batches: a piece of F
+frames keeps the F' frames in its middle, F' the largest point <= F of a geometric grid of
+ratio 1 / (1 - crop_fraction); at most that fraction of the piece is dropped and the crop
+depends on the piece's own length only, never on its batch mates.
+
+Long utterances: a piece is at most ``max_chunk_seconds`` long. A longer utterance is cut
+into ``ceil(duration / max_chunk_seconds)`` consecutive chunks of equal length, each chunk
+is embedded, and the utterance's embedding is the mean of the chunk embeddings weighted by
+their durations. This bounds memory (each feature map of the paper's ResNet takes ~3 MB
+per second of audio) while statistics pooling over a minute of speech is already stable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+DEFAULT_BATCH_SECONDS = 100.0
+DEFAULT_MAX_CHUNK_SECONDS = 60.0
+FORMATS = ("kaldi", "npy")
+
+
+# --------------------------------------------------------------------------- model
+
+
+def resolve_model(model_or_path):
+    """(SpeakerModel in eval mode, bundle path or None) from a path, a Bundle or a model."""
+    if isinstance(model_or_path, (str, Path)):
+        from .models import load_bundle
+
+        return load_bundle(model_or_path).model.eval(), Path(model_or_path)
+    model = getattr(model_or_path, "model", model_or_path)  # a Bundle, or the model itself
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "fbank"):
+        raise TypeError(f"expected a model bundle path, a Bundle or a SpeakerModel, got {type(model_or_path).__name__}")
+    return model.eval(), None
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"bad device {device!r} ({e})") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r}: CUDA is not available on this machine")
+    return dev
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def chunk_bounds(num_samples: int, max_samples: int) -> list[tuple[int, int]]:
+    """``ceil(n / max)`` consecutive chunks of (almost, ±1 sample) equal length covering n samples."""
+    k = max(1, -(-num_samples // max_samples))
+    edges = [i * num_samples // k for i in range(k + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def grid_frames(frames: int, crop_fraction: float) -> int:
+    """Largest point <= ``frames`` of the grid ``ceil(r**k)``, r = 1 / (1 - crop_fraction).
+
+    It is above ``(1 - crop_fraction) * frames`` (equal at worst, by float rounding);
+    ``crop_fraction`` 0 keeps every frame.
+    """
+    if crop_fraction <= 0 or frames <= 1:
+        return frames
+    log_r = -math.log1p(-crop_fraction)
+    k = math.floor(math.log(frames) / log_r + 1e-9)
+    return max(1, min(frames, math.ceil(math.exp(k * log_r) - 1e-9)))
+
+
+class PieceBatcher:
+    """Embeds pieces of waveforms in pad-free batches and averages them per utterance.
+
+    ``add(index, wave)`` queues the pieces of utterance ``index``; a batch runs as soon as
+    one more piece would take it over ``batch_seconds`` of audio, or, when more than that is queued in all, the
+    batch of the shortest pieces runs (input arrives sorted by duration, so that group is
+    the least likely to grow). ``finish()`` runs the rest and returns the
+    ``[n, embed_dim]`` float32 matrix.
+    """
+
+    def __init__(
+        self,
+        model,
+        names: Sequence[str],
+        *,
+        device: torch.device | str = "cpu",
+        batch_seconds: float = DEFAULT_BATCH_SECONDS,
+        max_chunk_seconds: float = DEFAULT_MAX_CHUNK_SECONDS,
+        crop_fraction: float = 0.0,
+        forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ):
+        fb = model.fbank
+        self.sr = int(fb.sample_rate)
+        self.frame_length, self.frame_shift = int(fb.frame_length), int(fb.frame_shift)
+        if not batch_seconds > 0:
+            raise InputError(f"batch_seconds must be positive, got {batch_seconds}")
+        if not max_chunk_seconds * self.sr >= 2 * self.frame_length:
+            raise InputError(f"max_chunk_seconds must be at least {2 * self.frame_length / self.sr} s, got {max_chunk_seconds}")
+        if not 0 <= crop_fraction < 1:
+            raise InputError(f"crop_fraction must be in [0, 1), got {crop_fraction}")
+        self.names = list(names)
+        self.device = torch.device(device)
+        self.forward = forward or model
+        self.budget = int(batch_seconds * self.sr)
+        self.max_chunk = int(max_chunk_seconds * self.sr)
+        self.crop_fraction = crop_fraction
+        self.sums: np.ndarray | None = None  # [n, dim] float64, allocated on the first batch
+        self.weights = np.zeros(len(self.names))
+        self.pending: dict[int, list[tuple[int, np.ndarray, float]]] = {}
+        self.pending_samples = 0
+
+    def num_frames(self, num_samples: int) -> int:
+        return 0 if num_samples < self.frame_length else 1 + (num_samples - self.frame_length) // self.frame_shift
+
+    def pieces(self, num_samples: int) -> list[tuple[int, int, float]]:
+        """(start, length, weight seconds) of the pieces embedded for an utterance of n samples."""
+        out = []
+        for a, b in chunk_bounds(num_samples, self.max_chunk):
+            frames = self.num_frames(b - a)
+            kept = grid_frames(frames, self.crop_fraction)
+            start = a + (frames - kept) // 2 * self.frame_shift
+            out.append((start, self.frame_length + (kept - 1) * self.frame_shift, (b - a) / self.sr))
+        return out
+
+    def add(self, index: int, wave: np.ndarray) -> None:
+        if wave.ndim != 1:
+            raise InputError(f"utterance {self.names[index]!r}: expected a mono waveform, got shape {wave.shape}")
+        if self.num_frames(wave.shape[0]) < 1:
+            raise InputError(
+                f"utterance {self.names[index]!r}: {wave.shape[0] / self.sr * 1000:.1f} ms is shorter than "
+                f"one {self.frame_length / self.sr * 1000:.0f} ms frame"
+            )
+        for start, length, weight in self.pieces(wave.shape[0]):
+            group = self.pending.setdefault(length, [])
+            group.append((index, wave[start : start + length], weight))
+            self.pending_samples += length
+            if (len(group) + 1) * length > self.budget:  # one more piece would not fit
+                self._run(length)
+        while self.pending_samples > self.budget:
+            self._run(min(self.pending))
+
+    def finish(self) -> np.ndarray:
+        for length in sorted(self.pending):
+            self._run(length)
+        missing = np.flatnonzero(self.weights == 0)
+        if missing.size:
+            raise RuntimeError(f"utterance {self.names[missing[0]]!r} was never embedded")  # a bug, not bad input
+        assert self.sums is not None
+        return (self.sums / self.weights[:, None]).astype(np.float32)
+
+    def _run(self, length: int) -> None:
+        group = self.pending.pop(length)
+        self.pending_samples -= length * len(group)
+        x = torch.from_numpy(np.stack([w for _, w, _ in group])).to(self.device)
+        with torch.inference_mode():
+            emb = self.forward(x).float().cpu().numpy().astype(np.float64)
+        if self.sums is None:
+            self.sums = np.zeros((len(self.names), emb.shape[1]))
+        for (index, _, weight), row in zip(group, emb):
+            if not np.isfinite(row).all():
+                raise InputError(f"utterance {self.names[index]!r}: the model gave a non-finite embedding")
+            self.sums[index] += weight * row
+            self.weights[index] += weight
+
+
+def embed_waves(
+    model,
+    waves: Sequence[np.ndarray],
+    names: Sequence[str] | None = None,
+    *,
+    device: str = "cpu",
+    batch_seconds: float = DEFAULT_BATCH_SECONDS,
+    max_chunk_seconds: float = DEFAULT_MAX_CHUNK_SECONDS,
+    crop_fraction: float = 0.0,
+) -> np.ndarray:
+    """Embeddings ``[len(waves), dim]`` of in-memory waveforms (model rate, [-1, 1]), same policy as :func:`extract`."""
+    model, _ = resolve_model(model)
+    dev = resolve_device(device)
+    model = model.to(dev)
+    names = list(names) if names is not None else [f"#{i}" for i in range(len(waves))]
+    batcher = PieceBatcher(
+        model, names, device=dev, batch_seconds=batch_seconds, max_chunk_seconds=max_chunk_seconds, crop_fraction=crop_fraction
+    )
+    for i in sorted(range(len(waves)), key=lambda i: len(waves[i])):
+        batcher.add(i, np.asarray(waves[i], dtype=np.float32))
+    return batcher.finish()
+
+
+# --------------------------------------------------------------------------- data dirs
+
+
+def approximate_durations(datadir) -> dict[str, float]:
+    """Seconds of each utterance, for ordering only: utt2dur, segment times or file headers.
+
+    Pipelines (whose length is unknown until run) count as 0.
+    """
+    from .audio import audio_duration, is_pipe
+
+    if datadir.utt2dur is not None and set(datadir.utt2dur) >= set(datadir.utt2spk):
+        return dict(datadir.utt2dur)
+    cache: dict[str, float] = {}
+    out = {}
+    for utt in datadir.utts:
+        entry, start, end = datadir.source(utt)
+        if end is not None and end > 0:
+            out[utt] = end - start
+            continue
+        if is_pipe(entry):
+            out[utt] = 0.0
+            continue
+        if entry not in cache:
+            try:
+                cache[entry] = audio_duration(entry)
+            except InputError as e:
+                raise InputError(f"utterance {utt!r} of {datadir.path}: {e}") from None
+        out[utt] = max(0.0, cache[entry] - start)
+    return out
+
+
+def prefetch(fn: Callable, items: Iterable, workers: int) -> Iterator:
+    """``map(fn, items)`` computed by ``workers`` threads, at most ``2 * workers`` ahead, in order."""
+    if workers <= 0:
+        yield from map(fn, items)
+        return
+    it = iter(items)
+    with ThreadPoolExecutor(workers) as pool:
+        queue = deque(pool.submit(fn, x) for x in islice(it, 2 * workers))
+        try:
+            while queue:
+                result = queue.popleft().result()
+                for x in islice(it, 1):
+                    queue.append(pool.submit(fn, x))
+                yield result
+        finally:
+            for f in queue:
+                f.cancel()
+
+
+def extract(
+    model,
+    datadir,
+    out: str | Path | None = None,
+    *,
+    fmt: str = "kaldi",
+    batch_seconds: float = DEFAULT_BATCH_SECONDS,
+    device: str = "cpu",
+    max_chunk_seconds: float = DEFAULT_MAX_CHUNK_SECONDS,
+    crop_fraction: float = 0.0,
+    mean_out: str | Path | None = None,
+    store_mean: bool = False,
+    num_workers: int = 2,
+    allow_pipes: bool = False,
+    compile: bool = False,
+    progress: bool = True,
+) -> tuple[list[str], np.ndarray]:
+    """Embeddings of every utterance of ``datadir``; returns (sorted utterance ids, ``[n, dim]`` float32).
+
+    ``model``: a bundle path (``model.pt``), a loaded Bundle or a SpeakerModel. ``out``:
+    written with ``write_embeddings(out, ids, matrix, fmt)`` unless None. ``mean_out``: the
+    float32 mean embedding as .npy; ``store_mean``: the mean into the bundle's meta
+    (``meta["mean"]``; needs ``model`` to be a path). ``compile``: ``torch.compile`` the model
+    (dynamic shapes; pays off on large sets, see benchmarks/extract.py).
+    """
+    from .audio import load_utterance
+    from .data.datadir import DataDir, read_datadir
+
+    if fmt not in FORMATS:
+        raise InputError(f"unknown embedding format {fmt!r} (known: {', '.join(FORMATS)})")
+    model, bundle_path = resolve_model(model)
+    if store_mean and bundle_path is None:
+        raise InputError("store_mean needs the model as a bundle path, to rewrite its meta")
+    dd = datadir if isinstance(datadir, DataDir) else read_datadir(datadir, allow_pipes=allow_pipes)
+    dev = resolve_device(device)
+    model = model.to(dev)
+    forward = torch.compile(model, dynamic=True) if compile else model
+    ids = dd.utts
+    index = {u: i for i, u in enumerate(ids)}
+    durations = approximate_durations(dd)
+    order = sorted(ids, key=lambda u: (durations[u], u))
+    batcher = PieceBatcher(
+        model,
+        ids,
+        device=dev,
+        batch_seconds=batch_seconds,
+        max_chunk_seconds=max_chunk_seconds,
+        crop_fraction=crop_fraction,
+        forward=forward,
+    )
+    sr = batcher.sr
+
+    def load(utt: str) -> tuple[str, np.ndarray]:
+        return utt, load_utterance(dd, utt, sr)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(ids), unit="utt", desc="extract", disable=not progress, dynamic_ncols=True)
+    with bar:
+        for utt, wave in prefetch(load, order, num_workers):
+            batcher.add(index[utt], wave)
+            bar.update(1)
+        matrix = batcher.finish()
+    if out is not None:
+        from .embeddings import write_embeddings
+
+        write_embeddings(out, ids, matrix, fmt)
+    if mean_out is not None or store_mean:
+        from .scoring import compute_mean, save_mean
+
+        mean = compute_mean(matrix)
+        if mean_out is not None:
+            Path(mean_out).parent.mkdir(parents=True, exist_ok=True)
+            save_mean(mean_out, mean)
+        if store_mean:
+            from .models import update_bundle_meta
+
+            update_bundle_meta(bundle_path, mean=[float(v) for v in mean])
+    return ids, matrix
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def add_policy_arguments(p: argparse.ArgumentParser, *, batching: bool = True) -> None:
+    """Options shared by `extract` and `verify`: device and the long-utterance (and batching) policy."""
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
+    p.add_argument(
+        "--max-chunk-seconds", type=float, default=DEFAULT_MAX_CHUNK_SECONDS, metavar="S",
+        help="longer utterances are cut into equal chunks of at most S seconds whose embeddings are "
+        f"averaged, weighted by duration (default {DEFAULT_MAX_CHUNK_SECONDS:g})",
+    )
+    if not batching:
+        return
+    p.add_argument(
+        "--batch-seconds", type=float, default=DEFAULT_BATCH_SECONDS, metavar="S",
+        help=f"audio per batch, summed over its utterances (default {DEFAULT_BATCH_SECONDS:g})",
+    )
+    p.add_argument(
+        "--crop-fraction", type=float, default=0.0, metavar="F",
+        help="drop at most this fraction of each utterance (its edges) so that utterances of similar "
+        "length share a batch; 0 (default): whole utterances, exact",
+    )
+
+
+def cli_extract(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(
+        prog="jeffreys extract",
+        description="Embeddings of every utterance of a data dir, batched by length (see the "
+        "module docstring / README for the batching and long-utterance policy).",
+    )
+    p.add_argument("model", help="model bundle (model.pt from `jeffreys train`)")
+    p.add_argument("datadir", help="Kaldi-style data dir (wav.scp, utt2spk, optional segments)")
+    p.add_argument("out", help="output: OUT.ark + OUT.scp (kaldi) or OUT.npy + OUT.ids (npy)")
+    p.add_argument("--format", choices=FORMATS, default="kaldi", help="embedding file format (default kaldi)")
+    p.add_argument("--mean-out", metavar="MEAN.npy", help="also write the mean embedding (for centring) here")
+    p.add_argument("--store-mean", action="store_true", help="store the mean embedding in MODEL's meta (for `verify` and scoring)")
+    add_policy_arguments(p)
+    p.add_argument("--num-workers", type=int, default=2, help="audio-reading threads (default 2; 0: read in the main thread)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (worth it for large sets)")
+    p.add_argument("--allow-pipes", action="store_true", help="run `cmd |` wav.scp entries (without a shell)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    ids, matrix = extract(
+        a.model,
+        a.datadir,
+        a.out,
+        fmt=a.format,
+        batch_seconds=a.batch_seconds,
+        device=a.device,
+        max_chunk_seconds=a.max_chunk_seconds,
+        crop_fraction=a.crop_fraction,
+        mean_out=a.mean_out,
+        store_mean=a.store_mean,
+        num_workers=a.num_workers,
+        allow_pipes=a.allow_pipes,
+        compile=a.compile,
+        progress=not a.quiet,
+    )
+    print(f"jeffreys extract: {len(ids)} embeddings of dimension {matrix.shape[1]} -> {a.out}")
+    return 0
+
+
+__all__ = [
+    "extract",
+    "embed_waves",
+    "PieceBatcher",
+    "chunk_bounds",
+    "grid_frames",
+    "resolve_model",
+    "cli_extract",
+]

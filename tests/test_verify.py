@@ -1,0 +1,131 @@
+"""`jeffreys verify`: score = centred cosine of the two embeddings, decisions, exit codes, errors.
+
+The reference score is computed here from the model called on each file alone and the
+cosine written out in float64.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from jeffreys.cli import main
+from jeffreys.models import save_bundle, update_bundle_meta
+from jeffreys.verify import verify
+from test_extract import SR, make_wave, tiny_model
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("verify")
+    paths = []
+    for i, n in enumerate([24000, 17000]):
+        p = root / f"f{i}.wav"
+        sf.write(p, make_wave(n, i), SR, subtype="FLOAT")
+        paths.append(p)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model(1)
+
+
+@pytest.fixture
+def bundle(tmp_path, model):
+    return save_bundle(tmp_path / "model.pt", model, None, [])
+
+
+def embeddings(model, files):
+    emb = []
+    for p in files:
+        w = torch.from_numpy(sf.read(p, dtype="float32")[0])[None]
+        with torch.no_grad():
+            emb.append(model(w).double().numpy()[0])
+    return emb
+
+
+def reference(model, files, mean=None):
+    a, b = embeddings(model, files)
+    if mean is not None:
+        a, b = a - mean, b - mean
+    return float(sum(x * y for x, y in zip(a, b)) / math.sqrt(sum(x * x for x in a) * sum(y * y for y in b)))
+
+
+def run(capsys, *argv):
+    rc = main(["verify", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return rc, out, err.strip()
+
+
+def test_without_threshold_prints_the_score_then_fails(bundle, files, model, capsys):
+    rc, out, err = run(capsys, bundle, *files)
+    assert rc == 2
+    score = float(out.split()[1])
+    assert score == pytest.approx(reference(model, files), abs=1e-5)
+    assert "not centred" in out
+    assert err.startswith("jeffreys verify: error: ") and "--threshold" in err and "\n" not in err
+
+
+def test_given_threshold_decides_and_sets_the_exit_code(bundle, files, model, capsys):
+    s = reference(model, files)
+    rc, out, _ = run(capsys, bundle, *files, "--threshold", s - 0.01)
+    assert rc == 0 and "decision: same speaker" in out
+    rc, out, _ = run(capsys, bundle, *files, "--threshold", s + 0.01)
+    assert rc == 1 and "decision: different speakers" in out
+
+
+def test_stored_mean_and_threshold(bundle, files, model, capsys):
+    # A random model's embeddings share a large common part; a mean near it matters.
+    mean = 0.9 * np.mean(embeddings(model, files), axis=0) + np.random.default_rng(0).normal(size=8) * 0.01
+    s = reference(model, files, mean)
+    assert abs(s - reference(model, files)) > 0.05
+    update_bundle_meta(bundle, mean=mean.tolist(), threshold=s - 0.02)
+    rc, out, _ = run(capsys, bundle, *files)
+    assert rc == 0 and "centred by the training mean" in out and "threshold stored" in out
+    assert float(out.split()[1]) == pytest.approx(s, abs=1e-5)
+    update_bundle_meta(bundle, threshold=s + 0.02)
+    assert run(capsys, bundle, *files)[0] == 1
+
+
+def test_calibration_gives_an_llr_and_the_bayes_threshold(bundle, files, model, capsys):
+    s = reference(model, files)
+    a, b = 10.0, -10.0 * s + 2.0  # llr = 2 at this score
+    update_bundle_meta(bundle, calibration={"a": a, "b": b}, threshold=5.0)  # calibration wins
+    rc, out, _ = run(capsys, bundle, *files, "--json")
+    r = json.loads(out)
+    assert rc == 0 and r["llr"] == pytest.approx(2.0, abs=1e-4) and r["threshold"] == 0.0 and r["same_speaker"]
+    # p_target 0.1: Bayes threshold log(9) = 2.197 > 2: different speakers.
+    r = verify(bundle, *files, p_target=0.1)
+    assert r["threshold"] == pytest.approx(math.log(9)) and r["same_speaker"] is False
+    assert run(capsys, bundle, *files, "--p-target", "0.1")[0] == 1
+    # A given threshold applies to the LLR.
+    assert run(capsys, bundle, *files, "--threshold", "1.9")[0] == 0
+
+
+@pytest.mark.parametrize(
+    "meta,match",
+    [
+        ({"threshold": "high"}, "meta['threshold'] must be a finite number"),
+        ({"calibration": {"a": 1.0}}, "meta['calibration'] must be"),
+        ({"mean": [0.0, 1.0], "threshold": 0.0}, "meta['mean'] must be 8 finite numbers"),
+    ],
+)
+def test_bad_meta_is_a_one_line_error(bundle, files, capsys, meta, match):
+    update_bundle_meta(bundle, **meta)
+    rc, out, err = run(capsys, bundle, *files)
+    assert rc == 2 and match in err and str(bundle) in err and "\n" not in err
+
+
+def test_bad_inputs(bundle, files, tmp_path, capsys):
+    rc, _, err = run(capsys, bundle, files[0], tmp_path / "missing.wav", "--threshold", "0")
+    assert rc == 2 and "missing.wav" in err and "\n" not in err
+    rc, _, err = run(capsys, tmp_path / "none.pt", *files)
+    assert rc == 2 and "none.pt" in err
+    rc, _, err = run(capsys, bundle, *files, "--p-target", "1")
+    assert rc == 2 and "p_target" in err
