@@ -1,0 +1,181 @@
+"""ResNet x-vector extractor (paper section 5.1): filterbank "image" → ResNet → stats → linear.
+
+The network is the ResNet-34 variant used in speaker recognition (WeSpeaker, the paper's
+authors): a 3×3 stem convolution over the (mel, frame) plane, four stages of basic blocks
+(3-4-6-3 for ResNet-34) with strides 1-2-2-2, statistics pooling (mean and standard
+deviation over time of every channel × remaining-frequency row) and one linear layer giving
+the embedding. Widths, depths, strides, input and embedding sizes come from
+:class:`ResNetConfig`; :data:`PRESETS` names the paper's model, the WeSpeaker ResNet-34 and
+a small CPU model for the demo.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+
+@dataclass
+class ResNetConfig:
+    """Shape of a :class:`SpeakerModel`; every field has a YAML key of the same name."""
+
+    widths: list[int] = field(default_factory=lambda: [128, 128, 256, 256])
+    depths: list[int] = field(default_factory=lambda: [3, 4, 6, 3])
+    strides: list[int] = field(default_factory=lambda: [1, 2, 2, 2])
+    num_mel_bins: int = 60
+    embed_dim: int = 256
+    sample_rate: int = 16000
+    stem_width: int | None = None  # None: widths[0]
+    stem_stride: int = 1  # 2 quarters the cost of every later layer (CPU presets)
+
+    def __post_init__(self) -> None:
+        n = len(self.widths)
+        if n == 0 or len(self.depths) != n or len(self.strides) != n:
+            raise ValueError(
+                f"widths, depths and strides must be non-empty lists of the same length, "
+                f"got {len(self.widths)}, {len(self.depths)}, {len(self.strides)}"
+            )
+        for name in ("widths", "depths", "strides"):
+            if any(v < 1 for v in getattr(self, name)):
+                raise ValueError(f"{name} must be positive integers, got {getattr(self, name)}")
+        for name in ("num_mel_bins", "embed_dim", "sample_rate", "stem_stride"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.stem_width is not None and self.stem_width < 1:
+            raise ValueError(f"stem_width must be a positive integer, got {self.stem_width}")
+
+    @property
+    def pooled_freq(self) -> int:
+        """Frequency rows left after the strided convolutions (3×3, padding 1: ceil(n/s))."""
+        f = math.ceil(self.num_mel_bins / self.stem_stride)
+        for s in self.strides:
+            f = math.ceil(f / s)
+        return f
+
+    @property
+    def stats_dim(self) -> int:
+        return 2 * self.widths[-1] * self.pooled_freq
+
+
+PRESETS: dict[str, ResNetConfig] = {
+    # Paper section 5.1: ResNet-34, feature maps 128-128-256-256, 60 fbanks, 256-dim x-vector.
+    "paper": ResNetConfig(),
+    # WeSpeaker's ResNet-34 (m_channels 32), 80 fbanks.
+    "wespeaker": ResNetConfig(widths=[32, 64, 128, 256], num_mel_bins=80),
+    # CPU demo model: one block per stage, stride-2 stem, 40 fbanks (see README, measured).
+    "demo": ResNetConfig(
+        widths=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_mel_bins=40, embed_dim=128, stem_stride=2
+    ),
+}
+
+
+def preset(name: str, **overrides) -> ResNetConfig:
+    """A copy of preset ``name`` with fields replaced by ``overrides``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model preset {name!r} (known: {', '.join(PRESETS)})")
+    return dataclasses.replace(PRESETS[name], **overrides)
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 convolutions with a residual connection (1×1 projection when the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + self.shortcut(x))
+
+
+class StatsPool(nn.Module):
+    """Mean and standard deviation over the last (time) axis, concatenated."""
+
+    def __init__(self, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=-1)
+        var = (x - mean.unsqueeze(-1)).square().mean(dim=-1)
+        # eps keeps the gradient of sqrt finite on constant (e.g. silent) inputs.
+        return torch.cat([mean, torch.sqrt(var + self.eps)], dim=-1)
+
+
+class ResNetEmbedder(nn.Module):
+    """Features [B, frames, mels] → embedding [B, embed_dim]."""
+
+    def __init__(self, cfg: ResNetConfig):
+        super().__init__()
+        stem = cfg.stem_width or cfg.widths[0]
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, stem, 3, cfg.stem_stride, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU()
+        )
+        stages, cin = [], stem
+        for width, depth, stride in zip(cfg.widths, cfg.depths, cfg.strides):
+            blocks = [BasicBlock(cin, width, stride)] + [BasicBlock(width, width, 1) for _ in range(depth - 1)]
+            stages.append(nn.Sequential(*blocks))
+            cin = width
+        self.stages = nn.Sequential(*stages)
+        self.pool = StatsPool()
+        self.embedding = nn.Linear(cfg.stats_dim, cfg.embed_dim)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        if feats.dim() != 3:
+            raise ValueError(f"features must be [batch, frames, mels], got shape {tuple(feats.shape)}")
+        x = feats.transpose(1, 2).unsqueeze(1)  # [B, 1, mels, frames]: frequency is the image height
+        x = self.stages(self.stem(x))
+        b, c, f, t = x.shape
+        stats = self.pool(x.reshape(b, c * f, t))
+        return self.embedding(stats)
+
+
+class SpeakerModel(nn.Module):
+    """Waveforms [B, samples] (float32, ``cfg.sample_rate``) → embeddings [B, embed_dim].
+
+    The log mel filterbank front-end (:class:`jeffreys.features.Fbank`) is part of the
+    module so a saved model needs nothing else; :meth:`embed_features` skips it for callers
+    that compute or cache the features themselves.
+    """
+
+    def __init__(self, cfg: ResNetConfig):
+        super().__init__()
+        from ..features import Fbank
+
+        self.config = cfg
+        self.fbank = Fbank(num_mel_bins=cfg.num_mel_bins, sample_rate=cfg.sample_rate)
+        self.resnet = ResNetEmbedder(cfg)
+
+    def features(self, waves: torch.Tensor) -> torch.Tensor:
+        """Mean-normalised log mel filterbanks [B, frames, mels], computed without gradient."""
+        if waves.dim() != 2:
+            raise ValueError(f"waveforms must be [batch, samples], got shape {tuple(waves.shape)}")
+        with torch.no_grad():
+            return self.fbank(waves.float())
+
+    def embed_features(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.resnet(feats)
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        return self.resnet(self.features(waves))
+
+
+def param_count(cfg: ResNetConfig | str) -> int:
+    """Trainable parameters of the extractor (without the classification head)."""
+    if isinstance(cfg, str):
+        cfg = PRESETS[cfg]
+    return sum(p.numel() for p in ResNetEmbedder(cfg).parameters() if p.requires_grad)

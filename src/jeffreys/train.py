@@ -1,0 +1,632 @@
+"""Training loop of the x-vector extractor: ``jeffreys train CONFIG [--resume]``.
+
+One YAML config (:class:`TrainConfig`) describes a system: data dir and chunking,
+augmentation, model preset, margin head, output regulariser (CE / LS / Jeffreys / confidence
+penalty), SGD and the schedules of learning rate and margin. A run writes its experiment dir:
+
+    EXP/config.yaml          the config as run (with overrides applied)
+    EXP/train.log            one line per logged step, plus start/stop/resume events
+    EXP/tb/                  TensorBoard: train/{loss,ce,ls,jeffreys,accuracy,lr,margin}
+    EXP/checkpoints/         step-NNNNNNNN.pt, written atomically (temp file + rename)
+    EXP/labels.txt           speaker → integer label
+    EXP/model.pt             the final bundle (jeffreys.models.save_bundle)
+    EXP/train_result.json    steps, time, samples/s, last logged loss terms
+
+Several processes (``torchrun --nproc_per_node N jeffreys train ...``, multi-node as
+torchrun allows) train with DistributedDataParallel: NCCL on GPUs, gloo on CPUs;
+``batch_size`` is the global batch, split evenly over the processes. On CUDA, ``amp``
+runs the network under float16 autocast with a gradient scaler; the head and the loss are
+always evaluated in float32.
+
+Reproducibility and resume: every random choice of the data comes from (seed, epoch,
+index) (:mod:`jeffreys.data.dataset`), the sampler can start mid-epoch, and a checkpoint
+holds the weights, optimizer and scaler state, RNG states and the position in the epoch.
+On CPU with ``deterministic: true``, a run killed at any point and resumed with
+``--resume`` ends with bit-identical weights to an uninterrupted run.
+
+A non-finite loss stops the run with an error naming the step; nothing is written after
+the last good checkpoint.
+
+Test hook: the environment variable ``JEFFREYS_TRAIN_FAULT`` injects faults, ``nan@N``
+(the loss of step N becomes NaN) or ``stall@N`` (the process sleeps after step N, so a
+test can kill it mid-epoch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from .config import from_dict, load_config, load_yaml, save_config, to_dict
+from .data.augment import AugmentConfig
+from .errors import InputError, JeffreysError
+from .models import ResNetConfig, SpeakerModel, preset, save_bundle
+from .models.bundle import _atomic_save
+from .schedules import ScheduleConfig, learning_rate, margin as margin_at
+
+CHECKPOINT_FORMAT = "jeffreys-checkpoint/1"
+# Keys that may differ between a run and its resumption (they do not change the result,
+# except epochs/steps, which extend or shorten it).
+RESUMABLE_CHANGES = {
+    "epochs", "steps", "checkpoint_every", "keep_checkpoints", "log_every", "progress",
+    "num_threads", "data.num_workers", "device",
+}
+
+
+# ---- config --------------------------------------------------------------------------
+
+@dataclass
+class DataConfig:
+    train: str = ""  # Kaldi-style data dir of the training speakers (required)
+    chunk_seconds: float = 4.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    sampling: Literal["utterance", "speaker"] = "utterance"
+    chunks_per_speaker: int = 1
+    num_workers: int = 0
+    allow_pipes: bool = False
+
+    def __post_init__(self) -> None:
+        if self.chunk_seconds <= 0:
+            raise ValueError(f"data.chunk_seconds must be positive, got {self.chunk_seconds}")
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers must not be negative, got {self.num_workers}")
+
+
+@dataclass
+class ModelOverrides:
+    """Fields of :class:`jeffreys.models.ResNetConfig` replacing the preset's (None: keep)."""
+
+    widths: list[int] | None = None
+    depths: list[int] | None = None
+    strides: list[int] | None = None
+    num_mel_bins: int | None = None
+    embed_dim: int | None = None
+    sample_rate: int | None = None
+    stem_width: int | None = None
+    stem_stride: int | None = None
+
+
+@dataclass
+class ModelConfig:
+    """A preset of :data:`jeffreys.models.PRESETS` (paper, wespeaker, demo) and overrides."""
+
+    preset: str = "paper"
+    overrides: ModelOverrides = field(default_factory=ModelOverrides)
+
+    def resolve(self) -> ResNetConfig:
+        o = {k: v for k, v in dataclasses.asdict(self.overrides).items() if v is not None}
+        return preset(self.preset, **o)
+
+    def __post_init__(self) -> None:
+        self.resolve()  # unknown preset, inconsistent lists: errors at load time
+
+
+@dataclass
+class HeadConfig:
+    kind: Literal["softmax", "am", "aam"] = "aam"
+    scale: float | None = 30.0
+    margin: float | None = 0.2
+    easy_margin: bool = False
+
+
+@dataclass
+class LossConfig:
+    kind: Literal["ce", "ls", "jeffreys", "confidence_penalty"] = "ce"
+    alpha: float | None = None
+    beta: float | None = None
+    target_weight: Literal["paper", "reference"] = "paper"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.2
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    nesterov: bool = False
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+            raise ValueError(f"optim: need lr > 0, weight_decay >= 0, 0 <= momentum < 1, got {self}")
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    epochs: int = 10
+    steps: int | None = None  # stop after this many optimizer steps (the schedules span them)
+    batch_size: int = 128  # global: split over the DDP processes
+    seed: int = 0
+    amp: bool = True  # CUDA only; ignored on CPU
+    device: str = "auto"  # auto: cuda (LOCAL_RANK) when available, else cpu
+    deterministic: bool = True
+    num_threads: int | None = None  # torch CPU threads (None: torch's default)
+    checkpoint_every: int = 500  # steps; a checkpoint is also written at each epoch end
+    keep_checkpoints: int = 2
+    log_every: int = 20
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr=0.1", "model.widths=[8,16,32,64]"]`` → dotted keys with YAML values."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+            raise InputError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. optim.lr=0.1")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise InputError(f"--set {item!r}: value is not valid YAML") from None
+    return out
+
+
+def load_train_config(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> TrainConfig:
+    if isinstance(overrides, list):
+        overrides = parse_overrides(overrides)
+    return load_config(TrainConfig, path, overrides)
+
+
+# ---- errors / faults -----------------------------------------------------------------
+
+class TrainingError(JeffreysError):
+    """Training cannot go on (non-finite loss, incompatible resume)."""
+
+
+def _fault() -> tuple[str, int] | None:
+    spec = os.environ.get("JEFFREYS_TRAIN_FAULT", "")
+    m = re.fullmatch(r"(nan|stall)@(\d+)", spec.strip())
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+# ---- distributed ---------------------------------------------------------------------
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _init_distributed(device_kind: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _all_max(value: float, dist_: Dist, device: torch.device) -> float:
+    if dist_.world == 1:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
+# ---- the network being trained -------------------------------------------------------
+
+class _Net(nn.Module):
+    """Extractor + head in one module so that DDP synchronises both."""
+
+    def __init__(self, model: SpeakerModel, head: nn.Module):
+        super().__init__()
+        self.model = model
+        self.head = head
+
+    def forward(self, waves: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.head(self.model(waves), labels)
+
+
+def _speaker_classes(speakers: list[str], speed_factors: tuple[float, ...]) -> list[str]:
+    """Class names in label order: speakers, then each speed factor's copies (Kaldi's sp prefix)."""
+    return list(speakers) + [f"sp{f:g}-{s}" for f in speed_factors for s in speakers]
+
+
+# ---- checkpoints ---------------------------------------------------------------------
+
+def _checkpoints(exp_dir: Path) -> list[Path]:
+    return sorted((exp_dir / "checkpoints").glob("step-*.pt"))
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
+        "python": list(map(lambda x: list(x) if isinstance(x, tuple) else x, random.getstate())),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise InputError(f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"{path}: not a jeffreys training checkpoint")
+    return ckpt
+
+
+def _config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        full = f"{prefix}{k}"
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _config_changes(a, b, f"{full}.")
+        elif a != b:
+            keys.append(full)
+    return keys
+
+
+# ---- the trainer ---------------------------------------------------------------------
+
+class Trainer:
+    """One training run; :meth:`run` trains and returns the bundle path."""
+
+    def __init__(self, config: TrainConfig, exp_dir: str | Path, resume: bool = False):
+        from .data.augment import Augmenter
+        from .data.dataset import TrainDataset
+        from .losses import build_head, build_loss
+
+        self.config = cfg = config
+        self.exp_dir = Path(exp_dir)
+        self.resume = resume
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        kind = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dist = _init_distributed(kind.split(":")[0])
+        self.device = torch.device(f"cuda:{self.dist.local_rank}" if kind == "cuda" else kind)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.amp = cfg.amp and self.device.type == "cuda"
+        if cfg.batch_size % self.dist.world:
+            raise InputError(f"batch_size {cfg.batch_size} is not divisible by the {self.dist.world} processes")
+        self.rank_batch = cfg.batch_size // self.dist.world
+        if cfg.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=self.device.type == "cuda")
+            torch.backends.cudnn.benchmark = False
+
+        if not cfg.data.train:
+            raise InputError("training config: key 'data.train' (the training data dir) is required")
+        self.model_config = cfg.model.resolve()
+        augment = None
+        if cfg.data.augment.prob > 0 or cfg.data.augment.speed_perturb:
+            augment = Augmenter(cfg.data.augment, sample_rate=self.model_config.sample_rate, seed=cfg.data.augment.rir_seed)
+        self.dataset = TrainDataset(
+            cfg.data.train, cfg.data.chunk_seconds, self.model_config.sample_rate, augment=augment, seed=cfg.seed,
+            sampling=cfg.data.sampling, chunks_per_speaker=cfg.data.chunks_per_speaker, allow_pipes=cfg.data.allow_pipes,
+        )
+        per_rank = math.ceil(len(self.dataset) / self.dist.world)
+        self.steps_per_epoch = per_rank // self.rank_batch
+        if self.steps_per_epoch < 1:
+            raise InputError(
+                f"{cfg.data.train}: {len(self.dataset)} training chunks per epoch are fewer than "
+                f"batch_size {cfg.batch_size}; lower batch_size"
+            )
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        if cfg.steps is not None:
+            self.total_steps = min(self.total_steps, cfg.steps)
+        self.classes = _speaker_classes(self.dataset.speakers, self.dataset.speed_factors)
+
+        torch.manual_seed(cfg.seed)  # initial weights
+        self.model = SpeakerModel(self.model_config)
+        self.head = build_head(cfg.head.kind, self.model_config.embed_dim, self.dataset.num_classes,
+                               cfg.head.scale, cfg.head.margin, easy_margin=cfg.head.easy_margin)
+        self.target_margin = float(getattr(self.head, "margin", 0.0))
+        self.criterion = build_loss(cfg.loss.kind, cfg.loss.alpha, cfg.loss.beta, cfg.loss.target_weight)
+        self.net = _Net(self.model, self.head).to(self.device)
+        self.optimizer = torch.optim.SGD(
+            self.net.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+            weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.step = 0  # optimizer steps done
+        self.ddp = self.net
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.net, device_ids=ids)
+
+    # -- experiment dir --
+    def _prepare_dir(self) -> None:
+        exp, cfg = self.exp_dir, self.config
+        ckpts = _checkpoints(exp)
+        if self.resume and ckpts:
+            old_path = exp / "config.yaml"
+            if old_path.is_file():
+                changed = [k for k in _config_changes(load_yaml(old_path) or {}, to_dict(cfg)) if k not in RESUMABLE_CHANGES]
+                if changed:
+                    raise InputError(f"{old_path}: cannot resume with a different config (changed: {', '.join(changed)})")
+            ckpt = _load_checkpoint(ckpts[-1])
+            self._restore(ckpt, ckpts[-1])
+        elif not self.resume and (ckpts or (exp / "model.pt").exists()):
+            raise InputError(f"{exp}: experiment dir already holds a run; use --resume or another --exp-dir")
+        if self.dist.main:
+            (exp / "checkpoints").mkdir(parents=True, exist_ok=True)
+            save_config(cfg, exp / "config.yaml")
+            self.dataset.save_labels(exp / "labels.txt")
+
+    def _restore(self, ckpt: dict[str, Any], path: Path) -> None:
+        try:
+            self.net.model.load_state_dict(ckpt["model"])
+            self.net.head.load_state_dict(ckpt["head"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            if self.amp and ckpt.get("scaler"):
+                self.scaler.load_state_dict(ckpt["scaler"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise InputError(f"{path}: checkpoint does not match the config ({str(e).splitlines()[0][:200]})") from None
+        self.step = int(ckpt["step"])
+        _set_rng_state(ckpt["rng"])
+        self.resumed_from = path
+
+    def _save_checkpoint(self, epoch: int, step_in_epoch: int) -> Path:
+        path = self.exp_dir / "checkpoints" / f"step-{self.step:08d}.pt"
+        if self.dist.main:
+            _atomic_save({
+                "format": CHECKPOINT_FORMAT,
+                "step": self.step, "epoch": epoch, "step_in_epoch": step_in_epoch,
+                "model": self.net.model.state_dict(), "head": self.net.head.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict() if self.amp else {},
+                "rng": _rng_state(), "config": to_dict(self.config),
+            }, path)
+            for old in _checkpoints(self.exp_dir)[: -self.config.keep_checkpoints]:
+                old.unlink(missing_ok=True)
+        self.last_checkpoint = path
+        return path
+
+    # -- logging --
+    def _open_logs(self):
+        log = logging.getLogger(f"jeffreys.train.{id(self)}")
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        self.writer = None
+        if self.dist.main:
+            handler = logging.FileHandler(self.exp_dir / "train.log")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+            log.addHandler(handler)
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.exp_dir / "tb"), purge_step=self.step + 1 if self.step else None)
+        self.log = log
+
+    def _close_logs(self) -> None:
+        for h in list(self.log.handlers):
+            h.close()
+            self.log.removeHandler(h)
+        if self.writer is not None:
+            self.writer.close()
+
+    # -- the loop --
+    def _loader(self, epoch: int, start_step: int):
+        from torch.utils.data import BatchSampler, DataLoader
+
+        from .data.dataset import ChunkSampler
+
+        sampler = ChunkSampler(self.dataset, num_replicas=self.dist.world, rank=self.dist.rank,
+                               shuffle=True, seed=self.config.seed)
+        sampler.set_epoch(epoch, start=start_step * self.rank_batch)
+        self.dataset.set_epoch(epoch)
+        batches = BatchSampler(sampler, self.rank_batch, drop_last=True)
+        return DataLoader(self.dataset, batch_sampler=batches, num_workers=self.config.data.num_workers,
+                          pin_memory=self.device.type == "cuda")
+
+    def _train_step(self, waves: torch.Tensor, labels: torch.Tensor, fault) -> tuple[dict[str, torch.Tensor], float, float]:
+        cfg = self.config
+        lr = learning_rate(self.step, self.total_steps, self.steps_per_epoch, cfg.optim.lr, cfg.schedule)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        m = margin_at(self.step, self.steps_per_epoch, self.target_margin, cfg.schedule)
+        if hasattr(self.head, "margin"):
+            self.head.margin = m
+        waves = waves.to(self.device, non_blocking=True)
+        labels = labels.to(self.device, non_blocking=True)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            logits = self.ddp(waves, labels)
+        logits = logits.float()  # the loss always runs in float32
+        loss = self.criterion(logits, labels)
+        if fault == ("nan", self.step + 1):
+            loss = loss * float("nan")
+        bad = _all_max(0.0 if torch.isfinite(loss).item() else 1.0, self.dist, self.device)
+        if bad:
+            last = getattr(self, "last_checkpoint", None)
+            kept = f"last good checkpoint: {last}" if last else "no checkpoint was written yet"
+            raise TrainingError(
+                f"non-finite loss ({loss.item()}) at step {self.step + 1} "
+                f"(epoch {self.step // self.steps_per_epoch + 1}); training stopped, {kept}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        terms = self.criterion.terms(logits, labels)
+        terms.pop("total", None)  # equals "loss"
+        terms["loss"] = loss.detach()
+        terms["accuracy"] = (logits.detach().argmax(1) == labels).float().mean()
+        return {k: v.detach() for k, v in terms.items()}, lr, m
+
+    def run(self) -> Path:
+        cfg, exp = self.config, self.exp_dir
+        if self.dist.main:
+            exp.mkdir(parents=True, exist_ok=True)
+        self._prepare_dir()
+        self._open_logs()
+        from tqdm import tqdm
+
+        fault = _fault()
+        n_params = sum(p.numel() for p in self.model.parameters())
+        if getattr(self, "resumed_from", None):
+            self.log.info(f"resumed from {self.resumed_from} at step {self.step}")
+        else:
+            self.log.info(
+                f"start: {len(self.dataset)} chunks/epoch, {len(self.dataset.speakers)} speakers, "
+                f"{self.dataset.num_classes} classes, {n_params} extractor parameters, "
+                f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps, world {self.dist.world}, "
+                f"device {self.device}, amp {self.amp}"
+            )
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not (cfg.progress and self.dist.main),
+                   desc=f"train {exp.name}", unit="step", dynamic_ncols=True)
+        window: dict[str, torch.Tensor] = {}
+        window_n, last_logged, t0, start_step = 0, {}, time.perf_counter(), self.step
+        self.net.train()
+        try:
+            while self.step < self.total_steps:
+                epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
+                for waves, labels in self._loader(epoch, in_epoch):
+                    terms, lr, m = self._train_step(waves, labels, fault)
+                    for k, v in terms.items():
+                        window[k] = window.get(k, 0.0) + v
+                    window_n += 1
+                    in_epoch = self.step - epoch * self.steps_per_epoch
+                    end_of_epoch = in_epoch == self.steps_per_epoch
+                    done = self.step >= self.total_steps
+                    if self.step % cfg.log_every == 0 or done or end_of_epoch:
+                        last_logged = {k: float(v) / window_n for k, v in window.items()}
+                        self._log_step(last_logged, lr, m, epoch)
+                        bar.set_postfix(loss=f"{last_logged['loss']:.3f}", acc=f"{last_logged['accuracy']:.3f}")
+                        window, window_n = {}, 0
+                    if self.step % cfg.checkpoint_every == 0 or done or end_of_epoch:
+                        self._save_checkpoint(epoch, in_epoch)
+                    bar.update(1)
+                    if fault == ("stall", self.step):
+                        self.log.info(f"JEFFREYS_TRAIN_FAULT: stalling after step {self.step}")
+                        for h in self.log.handlers:
+                            h.flush()
+                        while True:
+                            time.sleep(60)
+                    if done:
+                        break
+            seconds = time.perf_counter() - t0
+            return self._finish(last_logged, seconds, start_step, n_params)
+        except TrainingError as e:
+            self.log.info(f"error: {e}")
+            raise
+        finally:
+            bar.close()
+            self._close_logs()
+
+    def _log_step(self, values: dict[str, float], lr: float, margin: float, epoch: int) -> None:
+        parts = " ".join(f"{k} {v:.4f}" for k, v in values.items())
+        self.log.info(f"step {self.step}/{self.total_steps} epoch {epoch + 1} lr {lr:.6g} margin {margin:.4f} {parts}")
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"train/{k}", v, self.step)
+            self.writer.add_scalar("train/lr", lr, self.step)
+            self.writer.add_scalar("train/margin", margin, self.step)
+
+    def _finish(self, last: dict[str, float], seconds: float, start_step: int, n_params: int) -> Path:
+        exp = self.exp_dir
+        bundle = exp / "model.pt"
+        if self.dist.world > 1:
+            self._check_replicas_agree()
+        if self.dist.main:
+            cfg = self.config
+            meta = {
+                "train_config": to_dict(cfg), "steps": self.step, "num_classes": self.dataset.num_classes,
+                "chunk_seconds": cfg.data.chunk_seconds,
+            }
+            save_bundle(bundle, self.model, self.head, self.classes, meta=meta, head_kind=cfg.head.kind)
+            steps = self.step - start_step
+            result = {
+                "steps": self.step, "epochs": self.step / self.steps_per_epoch,
+                "steps_this_session": steps, "seconds_this_session": round(seconds, 3),
+                "samples_per_second": round(steps * cfg.batch_size / seconds, 3) if seconds > 0 else None,
+                "last": last, "extractor_parameters": n_params, "num_classes": self.dataset.num_classes,
+                "world_size": self.dist.world, "device": str(self.device), "bundle": str(bundle),
+            }
+            (exp / "train_result.json").write_text(json.dumps(result, indent=2) + "\n")
+            self.log.info(f"done: {self.step} steps, model {bundle}")
+        return bundle
+
+    def _check_replicas_agree(self) -> None:
+        """DDP keeps replicas identical; a cheap checksum comparison guards against drift."""
+        import torch.distributed as dist
+
+        total = torch.stack([p.detach().double().sum() for p in self.net.parameters()]).sum().reshape(1)
+        lo, hi = total.clone(), total.clone()
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        if lo.item() != hi.item():
+            raise TrainingError(f"DDP replicas diverged: weight checksums {lo.item()} .. {hi.item()}")
+
+
+def train(config: TrainConfig, exp_dir: str | Path, resume: bool = False) -> Path:
+    """Train ``config`` in ``exp_dir``; return the path of the final bundle ``EXP/model.pt``."""
+    return Trainer(config, exp_dir, resume=resume).run()
+
+
+def cli_train(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="jeffreys train",
+        description="Train a speaker-embedding extractor from a YAML config. "
+        "Run under torchrun for several GPUs or nodes.",
+    )
+    parser.add_argument("config", help="YAML training config (see recipes/voxceleb/conf)")
+    parser.add_argument("--exp-dir", help="experiment dir (default: exp/CONFIG_NAME)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint of the experiment dir")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (YAML value), e.g. --set optim.lr=0.1; repeatable")
+    args = parser.parse_args(argv)
+    cfg = load_train_config(args.config, args.overrides)
+    exp = Path(args.exp_dir) if args.exp_dir else Path("exp") / Path(args.config).stem
+    bundle = train(cfg, exp, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(bundle)
+    return 0
+
+
+__all__ = [
+    "DataConfig", "HeadConfig", "LossConfig", "ModelConfig", "ModelOverrides", "OptimConfig", "ScheduleConfig",
+    "TrainConfig", "Trainer", "TrainingError", "cli_train", "load_train_config", "parse_overrides", "train",
+]
