@@ -214,7 +214,7 @@ class EmbeddingTable:
     def rows(self, ids: Sequence[str], what: str = "trial list") -> np.ndarray:
         """Row index of each id; missing ids are an error listing the first ones."""
         try:
-            return np.fromiter(map(self.index.__getitem__, ids), dtype=np.int64, count=len(ids))
+            return np.array(list(map(self.index.__getitem__, ids)), dtype=np.int64)
         except KeyError:
             missing = list(dict.fromkeys(u for u in ids if u not in self.index))
             raise InputError(
