@@ -146,3 +146,14 @@ def test_module_moves_with_to_and_gradients_flow():
     x = torch.from_numpy(speechlike(0.5)).requires_grad_(True)
     m(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_float32_under_autocast():
+    m = Fbank()
+    x = torch.from_numpy(speechlike(0.5))
+    with torch.no_grad():
+        ref = m(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = m(x)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)

@@ -113,6 +113,11 @@ class Fbank(nn.Module):
         return 0 if num_samples < self.frame_length else 1 + (num_samples - self.frame_length) // self.frame_shift
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+        # Log energies need float32 even when the model runs under autocast (bf16/fp16).
+        with torch.autocast(device_type=wave.device.type, enabled=False):
+            return self._forward(wave, lengths, generator)
+
+    def _forward(self, wave: torch.Tensor, lengths: torch.Tensor | None, generator: torch.Generator | None) -> torch.Tensor:
         squeeze = wave.dim() == 1
         if squeeze:
             wave = wave[None]
