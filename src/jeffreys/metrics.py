@@ -39,7 +39,6 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import isotonic_regression
 
 from .errors import InputError
 
@@ -64,10 +63,12 @@ def _split(scores, labels) -> tuple[np.ndarray, np.ndarray]:
         bad = np.flatnonzero(nan)
         raise InputError(f"score at index {bad[0]} is NaN ({len(bad)} NaN scores in all)")
     if y.dtype != bool:
-        if y.dtype.kind not in "iuf" or not np.isin(y, (0, 1)).all():
-            bad = np.flatnonzero(~np.isin(y, (0, 1)))
-            where = f"at index {bad[0]} " if y.dtype.kind in "iuf" else ""
-            raise InputError(f"labels must be 1 (target) or 0 (non-target): label {where}is not")
+        if y.dtype.kind not in "iuf":
+            raise InputError(f"labels must be 1 (target) or 0 (non-target), not {y.dtype} values")
+        ok = (y == 0) | (y == 1)
+        if not ok.all():
+            i = int(np.argmin(ok))
+            raise InputError(f"labels must be 1 (target) or 0 (non-target): label at index {i} is {y[i]}")
         y = y.astype(bool)
     tar, non = s[y], s[~y]
     if len(tar) == 0:
@@ -177,6 +178,8 @@ class _ROC:
 
 def _pav_blocks(t: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Target and non-target counts per block of the increasing PAV fit of P(target)."""
+    from scipy.optimize import isotonic_regression  # scipy.optimize takes ~0.5 s to import
+
     w = (t + n).astype(np.float64)
     res = isotonic_regression(t / w, weights=w, increasing=True)
     starts = np.asarray(res.blocks[:-1])

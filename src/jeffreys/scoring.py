@@ -29,8 +29,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize
-from scipy.special import expit
 
 from .embeddings import EmbeddingTable
 from .errors import InputError
@@ -195,6 +193,9 @@ class LinearCalibration:
         """Minimise the prior-weighted cross-entropy (BOSARIS): targets weigh ``prior`` and
         non-targets ``1 - prior`` in total, and the prior log-odds are added to the LLR
         before the logistic, so ``a * s + b`` is an LLR whatever the class proportions."""
+        from scipy.optimize import minimize
+        from scipy.special import expit
+
         if not 0 < prior < 1:
             raise InputError(f"prior must lie strictly between 0 and 1 (got {prior})")
         s = np.asarray(scores, dtype=np.float64)
