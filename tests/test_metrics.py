@@ -362,3 +362,16 @@ def test_read_scores_fast_path_equals_line_by_line(tmp_path):
         read_scores(tmp_path / "y")
     with pytest.raises(InputError, match="no such scores file"):
         read_scores(tmp_path / "nope")
+
+
+def test_bootstrap_skips_replicates_without_targets_and_checks_arguments():
+    s = [3, 2, 1, 0, 0.5, 1.5]
+    y = [1, 1, 0, 0, 0, 0]
+    r = bootstrap_ci(s, y, n_boot=100, seed=0, groups=["A", "A", "B", "C", "D", "E"], metrics=("eer", "cllr"))
+    assert 0 < r["n_skipped"] < 100 and r["eer"] == (0.0, 0.0)
+    with pytest.raises(InputError, match="unknown metric 'auc'"):
+        bootstrap_ci(s, y, metrics=("auc",))
+    with pytest.raises(InputError, match="5 groups but 6 trials"):
+        bootstrap_ci(s, y, groups=list("ABCDE"))
+    with pytest.raises(InputError, match="ci must lie"):
+        bootstrap_ci(s, y, ci=95)

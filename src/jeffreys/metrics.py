@@ -312,11 +312,9 @@ def optimal_llr(scores, labels) -> np.ndarray:
     return llr_block[np.searchsorted(np.cumsum(bt + bn), first, side="right")]
 
 
-def _bootstrap_weights(rng, n: int, groups_idx: np.ndarray | None, n_groups: int) -> np.ndarray:
-    if groups_idx is None:
-        return np.bincount(rng.integers(0, n, n), minlength=n)
-    g = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
-    return g[groups_idx]
+def _multiplicities(rng: np.random.Generator, n: int) -> np.ndarray:
+    """How often each of n items is drawn in n draws with replacement (O(n), no sort)."""
+    return np.bincount(rng.integers(0, n, n), minlength=n)
 
 
 def bootstrap_ci(
@@ -355,6 +353,7 @@ def bootstrap_ci(
     s = np.asarray(scores)
     y = np.asarray(labels)
     _split(s, y)  # validation with the same messages as evaluate()
+    s = s if s.dtype.kind == "f" else s.astype(np.float64)
     y = y.astype(bool)
     order = np.argsort(s, kind="stable")
     s_sorted, y_sorted = s[order], y[order]
@@ -371,12 +370,12 @@ def bootstrap_ci(
     skipped = 0
     for _ in range(n_boot):
         if groups is None:
-            wt = _bootstrap_weights(rng, len(tar), None, 0)
-            wn = _bootstrap_weights(rng, len(non), None, 0)
+            wt, wn = _multiplicities(rng, len(tar)), _multiplicities(rng, len(non))
         else:
-            g = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
+            g = _multiplicities(rng, n_groups)
             wt, wn = g[g_tar], g[g_non]
-        bt, bn = np.repeat(tar, wt), np.repeat(non, wn)  # still sorted
+        # repeating a sorted array's items keeps it sorted: no sort per replicate
+        bt, bn = np.repeat(tar, wt), np.repeat(non, wn)
         if len(bt) == 0 or len(bn) == 0:
             skipped += 1
             continue
