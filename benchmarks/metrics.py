@@ -37,6 +37,16 @@ def sklearn_eer(scores, labels):
     return (fpr[i] + fnr[i]) / 2
 
 
+def blas() -> str:
+    """The BLAS numpy was built with (the metrics use none: sorting and searchsorted are
+    single-threaded; only scoring's matrix products do)."""
+    try:
+        b = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{b.get('name')} {b.get('version')}"
+    except Exception:  # older numpy: no dict mode
+        return "unknown"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", type=int, nargs="+", default=[10**6, 10**7])
@@ -58,7 +68,7 @@ def main():
     print(json.dumps({
         "benchmark": "metrics.evaluate (EER, ROCCH-EER, minDCF x3, actDCF x3, Cllr, minCllr)",
         "machine": {"cpus": os.cpu_count(), "processor": platform.processor() or platform.machine(),
-                    "numpy": np.__version__,
+                    "numpy": np.__version__, "blas": blas(),
                     "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}},
         "results": rows,
     }, indent=1))

@@ -375,3 +375,23 @@ def test_bootstrap_skips_replicates_without_targets_and_checks_arguments():
         bootstrap_ci(s, y, groups=list("ABCDE"))
     with pytest.raises(InputError, match="ci must lie"):
         bootstrap_ci(s, y, ci=95)
+
+
+def test_act_dcf_threshold_is_exact_for_float32():
+    # Bayes thresholds log((1-p)/p) fall between float32 values, rounding up for some p and
+    # down for others; scores just below / above must be a miss / a false alarm either way.
+    ps = (0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.3)
+    directions = set()
+    for p in ps:
+        thr = math.log((1 - p) / p)
+        near = np.float32(thr)
+        directions.add(float(near) > thr)
+        lo = near if float(near) < thr else np.nextafter(near, np.float32(-np.inf))
+        hi = np.nextafter(lo, np.float32(np.inf))
+        assert float(lo) < thr < float(hi)
+        s = np.array([lo, hi, lo, hi], dtype=np.float32)
+        y = np.array([1, 1, 0, 0])
+        r = evaluate(s, y, p_targets=(p,))
+        assert r["act_dcf"][p] == pytest.approx((p * 0.5 + (1 - p) * 0.5) / min(p, 1 - p))
+        assert evaluate(s.astype(np.float64), y, p_targets=(p,))["act_dcf"] == r["act_dcf"]
+    assert directions == {True, False}  # both rounding directions were exercised

@@ -242,10 +242,20 @@ def _cllr(tar: np.ndarray, non: np.ndarray) -> float:
     return (_softplus_sum(tar, negate=True) / len(tar) + _softplus_sum(non) / len(non)) / (2 * _LN2)
 
 
+def _count_below(a: np.ndarray, t: float) -> int:
+    """Number of items of sorted ``a`` below the real number ``t``, exactly and without
+    casting ``a``: for float32 ``a``, ``x < t`` iff ``x < c`` with ``c`` the smallest float32
+    ``>= t`` (a float64 ``t`` would otherwise convert the whole array, or round ``t``)."""
+    c = a.dtype.type(t)
+    if float(c) < t:  # rounded down: step up (compared as Python floats: numpy would round t)
+        c = np.nextafter(c, a.dtype.type(np.inf))
+    return int(np.searchsorted(a, c, side="left"))
+
+
 def _act_dcf(tar, non, p, c_miss, c_fa) -> float:
     thr = math.log(c_fa * (1 - p) / (c_miss * p))
-    pmiss = np.searchsorted(tar, thr, side="left") / len(tar)
-    pfa = (len(non) - np.searchsorted(non, thr, side="left")) / len(non)
+    pmiss = _count_below(tar, thr) / len(tar)
+    pfa = (len(non) - _count_below(non, thr)) / len(non)
     return float((c_miss * p * pmiss + c_fa * (1 - p) * pfa) / min(c_miss * p, c_fa * (1 - p)))
 
 
