@@ -9,7 +9,7 @@ import pytest
 
 from jeffreys.cli import main
 from jeffreys.errors import InputError
-from jeffreys.metrics import _jsonable, evaluate
+from jeffreys.metrics import evaluate, jsonable
 from jeffreys.report import plot_det, plot_gains, relative_gains, table_csv, table_markdown
 
 # two rows of the paper's Table 1 (EER as fractions)
@@ -30,7 +30,7 @@ def test_table_markdown():
 
 def test_table_csv_and_json_keys():
     # a results dict that went through JSON has string p_target keys
-    via_json = json.loads(json.dumps(_jsonable(RESULTS)))
+    via_json = json.loads(json.dumps(jsonable(RESULTS)))
     rows = list(csv.reader(io.StringIO(table_csv(via_json, evalsets=["DiPCo"]))))
     assert rows[0] == ["system", "DiPCo EER %", "DiPCo minDCF p=0.01"]
     assert float(rows[1][1]) == pytest.approx(5.85) and float(rows[2][2]) == pytest.approx(0.336)

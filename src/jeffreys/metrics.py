@@ -428,15 +428,18 @@ def speaker_groups(enroll: Sequence[str], utt2spk: dict[str, str] | None = None)
 
 
 # --------------------------------------------------------------------------- CLI
-def _jsonable(x):
+def jsonable(x):
+    """``x`` (an :func:`evaluate` or :func:`bootstrap_ci` result) as plain JSON data:
+    float dict keys as ``"0.01"``, tuples as lists, ``inf`` as the string ``"inf"``. The
+    report tables accept the string keys back."""
     if isinstance(x, dict):
-        return {(f"{k:g}" if isinstance(k, float) else str(k)): _jsonable(v) for k, v in x.items()}
+        return {(f"{k:g}" if isinstance(k, float) else str(k)): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, float) and not math.isfinite(x):
         return "inf" if x > 0 else ("-inf" if x < 0 else "nan")
     if isinstance(x, np.generic):
-        return _jsonable(x.item())
+        return jsonable(x.item())
     return x
 
 
@@ -521,7 +524,7 @@ def cli_metrics(argv: list[str]) -> int:
         out = dict(res)
         if ci is not None:
             out["ci"] = ci
-        json.dump(_jsonable(out), sys.stdout, indent=1)
+        json.dump(jsonable(out), sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
         print(_format_text(res, ci))
