@@ -19,19 +19,21 @@ TINY_MODEL = [
 
 
 def make_datadir(root: Path, speakers: int = 4, utts: int = 4, seconds: float = 1.0, seed: int = 0) -> Path:
-    """Speakers = distinct harmonic voices plus noise; utterances vary in pitch and length."""
+    """Speakers = distinct harmonic voices in 'syllables' separated by pauses (the features
+    are mean-normalised per utterance, so a voice must vary over time to be seen)."""
     rng = np.random.default_rng(seed)
     wav_dir = root / "wav"
     wav_dir.mkdir(parents=True, exist_ok=True)
     wav, utt2spk, utt2dur = {}, {}, {}
     for s in range(speakers):
-        f0 = 100.0 + 40.0 * s
+        f0 = 100.0 * 1.5 ** s
         for u in range(utts):
             n = int(SR * seconds * rng.uniform(0.6, 1.4))
             t = np.arange(n) / SR
             pitch = f0 * rng.uniform(0.95, 1.05)
-            x = sum(np.sin(2 * np.pi * pitch * h * t) / h for h in range(1, 6))
-            x = 0.2 * x / np.abs(x).max() + 0.01 * rng.standard_normal(n)
+            x = sum(np.sin(2 * np.pi * pitch * h * t) / h ** (0.5 + s % 3) for h in range(1, 8))
+            gate = np.sin(2 * np.pi * rng.uniform(3, 5) * t + rng.uniform(0, 6)) > 0  # syllables
+            x = 0.3 * gate * x / np.abs(x).max() + 0.003 * rng.standard_normal(n)
             utt = f"spk{s}-utt{u}"
             path = wav_dir / f"{utt}.wav"
             sf.write(path, x.astype(np.float32), SR, subtype="PCM_16")

@@ -320,8 +320,6 @@ class Trainer:
         self.config = cfg = config
         self.exp_dir = Path(exp_dir)
         self.resume = resume
-        if cfg.num_threads:
-            torch.set_num_threads(cfg.num_threads)
         kind = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.dist = _init_distributed(kind.split(":")[0])
         self.device = torch.device(f"cuda:{self.dist.local_rank}" if kind == "cuda" else kind)
@@ -331,9 +329,6 @@ class Trainer:
         if cfg.batch_size % self.dist.world:
             raise InputError(f"batch_size {cfg.batch_size} is not divisible by the {self.dist.world} processes")
         self.rank_batch = cfg.batch_size // self.dist.world
-        if cfg.deterministic:
-            torch.use_deterministic_algorithms(True, warn_only=self.device.type == "cuda")
-            torch.backends.cudnn.benchmark = False
 
         if not cfg.data.train:
             raise InputError("training config: key 'data.train' (the training data dir) is required")
@@ -497,6 +492,23 @@ class Trainer:
         return {k: v.detach() for k, v in terms.items()}, lr, m
 
     def run(self) -> Path:
+        """Train; process-wide torch settings (threads, determinism) are restored afterwards."""
+        cfg = self.config
+        saved = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+                 torch.is_deterministic_algorithms_warn_only_enabled(), torch.backends.cudnn.benchmark)
+        try:
+            if cfg.num_threads:
+                torch.set_num_threads(cfg.num_threads)
+            if cfg.deterministic:
+                torch.use_deterministic_algorithms(True, warn_only=self.device.type == "cuda")
+                torch.backends.cudnn.benchmark = False
+            return self._run()
+        finally:
+            torch.set_num_threads(saved[0])
+            torch.use_deterministic_algorithms(saved[1], warn_only=saved[2])
+            torch.backends.cudnn.benchmark = saved[3]
+
+    def _run(self) -> Path:
         cfg, exp = self.config, self.exp_dir
         if self.dist.main:
             exp.mkdir(parents=True, exist_ok=True)
@@ -576,6 +588,8 @@ class Trainer:
                 "train_config": to_dict(cfg), "steps": self.step, "num_classes": self.dataset.num_classes,
                 "chunk_seconds": cfg.data.chunk_seconds,
             }
+            if hasattr(self.head, "margin"):
+                self.head.margin = self.target_margin  # the bundle states the configured margin
             save_bundle(bundle, self.model, self.head, self.classes, meta=meta, head_kind=cfg.head.kind)
             steps = self.step - start_step
             result = {

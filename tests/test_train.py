@@ -1,0 +1,208 @@
+"""Training loop: the paper's four configs, schedules, experiment dir, non-finite stop, errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from jeffreys.cli import main
+from jeffreys.config import load_yaml
+from jeffreys.errors import InputError
+from jeffreys.models import load_bundle
+from jeffreys.schedules import ScheduleConfig, learning_rate, margin
+from jeffreys.train import TrainingError, load_train_config, parse_overrides, train
+
+from train_helpers import make_datadir, tiny_overrides
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "recipes" / "voxceleb" / "conf"
+PAPER = ["aam", "aam_ls_wd", "aam_ls", "aam_jeffreys"]
+
+
+@pytest.fixture(scope="module")
+def datadir(tmp_path_factory):
+    return make_datadir(tmp_path_factory.mktemp("data"))
+
+
+def _config(tmp_path: Path, datadir: Path, text: str = "", *extra: str, steps: int | None = None):
+    path = tmp_path / "system.yaml"
+    path.write_text(text)
+    return load_train_config(path, tiny_overrides(datadir, *extra, steps=steps))
+
+
+# ---- the paper's systems ---------------------------------------------------------------
+
+def test_paper_configs_state_table_1():
+    cfgs = {name: load_train_config(CONF / f"{name}.yaml") for name in PAPER}
+    for cfg in cfgs.values():
+        assert (cfg.model.preset, cfg.head.kind, cfg.head.scale, cfg.head.margin) == ("paper", "aam", 30.0, 0.2)
+        assert (cfg.optim.lr, cfg.optim.momentum, cfg.data.chunk_seconds) == (0.2, 0.9, 4.0)
+        assert cfg.data.augment.prob > 0
+    assert (cfgs["aam"].loss.kind, cfgs["aam"].optim.weight_decay) == ("ce", 2e-4)
+    assert (cfgs["aam_ls_wd"].loss.kind, cfgs["aam_ls_wd"].loss.alpha, cfgs["aam_ls_wd"].optim.weight_decay) == ("ls", 0.1, 2e-4)
+    assert (cfgs["aam_ls"].loss.kind, cfgs["aam_ls"].loss.alpha, cfgs["aam_ls"].optim.weight_decay) == ("ls", 0.1, 0.0)
+    j = cfgs["aam_jeffreys"]
+    assert (j.loss.kind, j.loss.alpha, j.loss.beta, j.optim.weight_decay) == ("jeffreys", 0.1, 0.025, 0.0)
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_config_trains_a_few_steps(tmp_path, datadir, name):
+    overrides = tiny_overrides(
+        datadir, "data.augment.musan=null", "data.augment.rirs=null", "data.augment.simulated_rirs=2",
+        f"data.augment.cache_dir={tmp_path / 'cache'}", "data.num_workers=0", "checkpoint_every=1", steps=2,
+    )
+    overrides = [o for o in overrides if not o.startswith("data.augment.prob")]  # keep the recipe's augmentation
+    cfg = load_train_config(CONF / f"{name}.yaml", overrides)
+    exp = tmp_path / "exp"
+    bundle = train(cfg, exp)
+    b = load_bundle(bundle)
+    assert b.speakers == [f"spk{i}" for i in range(4)]
+    assert b.head_config["margin"] == 0.2 and b.meta["steps"] == 2
+    assert load_yaml(exp / "config.yaml")["loss"]["kind"] == cfg.loss.kind
+    assert (exp / "labels.txt").read_text().splitlines()[0] == "spk0 0"
+    assert [p.name for p in sorted((exp / "checkpoints").iterdir())] == ["step-00000001.pt", "step-00000002.pt"]
+    assert list((exp / "tb").glob("events.out.tfevents.*"))
+    result = json.loads((exp / "train_result.json").read_text())
+    assert result["steps"] == 2 and math.isfinite(result["last"]["loss"])
+    # The loss terms are logged, and each is what the config's regulariser weighs.
+    assert {"ce", "ls", "jeffreys", "loss", "accuracy"} <= set(result["last"])
+
+
+def test_tensorboard_scalars_and_log(tmp_path, datadir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    text = "loss: {kind: jeffreys}\nschedule: {warmup_epochs: 1, margin_ramp_epochs: 2}\n"
+    cfg = _config(tmp_path, datadir, text, "epochs=2")
+    train(cfg, tmp_path / "exp")
+    acc = EventAccumulator(str(tmp_path / "exp" / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/ce", "train/ls", "train/jeffreys", "train/accuracy", "train/lr", "train/margin"} <= tags
+    lrs = [e.value for e in acc.Scalars("train/lr")]
+    margins = [e.value for e in acc.Scalars("train/margin")]
+    assert len(lrs) == 8  # 16 chunks / batch 4 = 4 steps per epoch, log_every 1
+    # Logged values are the schedule's (steps 0..7 with 4 steps per epoch).
+    s = cfg.schedule
+    assert lrs == pytest.approx([learning_rate(i, 8, 4, 0.2, s) for i in range(8)])
+    assert margins == pytest.approx([margin(i, 4, 0.2, s) for i in range(8)])
+    assert margins[0] == pytest.approx(0.025) and margins[-1] == pytest.approx(0.2)
+    log = (tmp_path / "exp" / "train.log").read_text()
+    assert "step 8/8 epoch 2 lr 5e-05 margin 0.2000" in log
+
+
+# ---- schedules -------------------------------------------------------------------------
+
+def test_learning_rate_schedule_by_hand():
+    s = ScheduleConfig(warmup_epochs=1, warmup_start=0.1, decay="exponential", final_lr=0.002)
+    # 10 steps per epoch, 111 steps: warm-up 0.02 → 0.2 over steps 0..9, then geometric
+    # decay over steps 10..110 to 0.002.
+    assert learning_rate(0, 111, 10, 0.2, s) == pytest.approx(0.02)
+    assert learning_rate(5, 111, 10, 0.2, s) == pytest.approx(0.02 + 0.18 * 0.5)
+    assert learning_rate(10, 111, 10, 0.2, s) == pytest.approx(0.2)
+    assert learning_rate(60, 111, 10, 0.2, s) == pytest.approx(0.02)  # halfway in log space
+    assert learning_rate(110, 111, 10, 0.2, s) == pytest.approx(0.002)
+    c = ScheduleConfig(decay="cosine", final_lr=0.0)
+    assert learning_rate(50, 101, 10, 0.2, c) == pytest.approx(0.1)
+    assert learning_rate(100, 101, 10, 0.2, c) == pytest.approx(0.0, abs=1e-12)
+    assert learning_rate(77, 101, 10, 0.2, ScheduleConfig(decay="none")) == 0.2
+
+
+def test_margin_ramp_by_hand():
+    s = ScheduleConfig(margin_start_epoch=1, margin_ramp_epochs=2)
+    assert [margin(i, 2, 0.2, s) for i in range(7)] == pytest.approx([0, 0, 0.05, 0.1, 0.15, 0.2, 0.2])
+    assert margin(0, 2, 0.2, ScheduleConfig()) == 0.2
+
+
+# ---- failures --------------------------------------------------------------------------
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, datadir, monkeypatch):
+    monkeypatch.setenv("JEFFREYS_TRAIN_FAULT", "nan@3")
+    cfg = _config(tmp_path, datadir, "", "checkpoint_every=2", steps=6)
+    exp = tmp_path / "exp"
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step 3 \(epoch 1\).*step-00000002\.pt"):
+        train(cfg, exp)
+    assert [p.name for p in (exp / "checkpoints").iterdir()] == ["step-00000002.pt"]
+    assert not (exp / "model.pt").exists()
+    assert "non-finite loss (nan) at step 3" in (exp / "train.log").read_text()
+
+
+def test_cli_reports_a_non_finite_loss_in_one_line(tmp_path, datadir, monkeypatch, capsys):
+    monkeypatch.setenv("JEFFREYS_TRAIN_FAULT", "nan@1")
+    conf = tmp_path / "c.yaml"
+    conf.write_text("")
+    sets = [a for o in tiny_overrides(datadir, steps=2) for a in ("--set", o)]
+    rc = main(["train", str(conf), "--exp-dir", str(tmp_path / "exp"), *sets])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0
+    assert err.startswith("jeffreys train: error: non-finite loss (nan) at step 1") and "no checkpoint was written yet" in err
+
+
+def test_config_errors_name_key_and_file(tmp_path, datadir):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: {lr: fast}\n")
+    with pytest.raises(InputError, match=f"{bad}: key 'optim.lr': must be a number"):
+        load_train_config(bad)
+    bad.write_text("model: {preset: huge}\n")
+    with pytest.raises(InputError, match=f"{bad}: .*unknown model preset 'huge'"):
+        load_train_config(bad)
+    bad.write_text("model: {overrides: {widths: [8, 8]}}\n")
+    with pytest.raises(InputError, match=f"{bad}: .*same length"):
+        load_train_config(bad)
+    bad.write_text("loss: {kind: focal}\n")
+    with pytest.raises(InputError, match=f"{bad}: key 'loss.kind': must be one of"):
+        load_train_config(bad)
+    bad.write_text("")
+    with pytest.raises(InputError, match=f"{bad}: key 'optimiser': unknown key"):
+        load_train_config(bad, ["optimiser.lr=0.1"])
+    with pytest.raises(InputError, match="--set 'lr': expected KEY=VALUE"):
+        parse_overrides(["lr"])
+    assert parse_overrides(["model.overrides.widths=[8,16]", "optim.lr=0.2", "steps=3"]) == {
+        "model.overrides.widths": [8, 16], "optim.lr": 0.2, "steps": 3}
+    with pytest.raises(InputError, match="data.train"):
+        train(load_train_config(bad), tmp_path / "exp")
+
+
+def test_batch_larger_than_the_data_is_an_error(tmp_path, datadir):
+    with pytest.raises(InputError, match="16 training chunks per epoch are fewer than batch_size 32"):
+        train(_config(tmp_path, datadir, "", "batch_size=32"), tmp_path / "exp")
+
+
+def test_existing_run_needs_resume_and_same_config(tmp_path, datadir):
+    cfg = _config(tmp_path, datadir, "", steps=2)
+    exp = tmp_path / "exp"
+    train(cfg, exp)
+    with pytest.raises(InputError, match="already holds a run; use --resume"):
+        train(cfg, exp)
+    changed = _config(tmp_path, datadir, "", "optim.lr=0.1", steps=2)
+    with pytest.raises(InputError, match=r"cannot resume with a different config \(changed: optim.lr\)"):
+        train(changed, exp, resume=True)
+    # Extending the run is allowed: it continues from step 2.
+    longer = _config(tmp_path, datadir, "", steps=3)
+    train(longer, exp, resume=True)
+    assert load_bundle(exp / "model.pt").meta["steps"] == 3
+    assert "resumed from" in (exp / "train.log").read_text()
+
+
+def test_training_learns_the_tiny_speakers(tmp_path, datadir):
+    """Four synthetic 'voices': the training loss falls and accuracy rises well above chance."""
+    cfg = _config(tmp_path, datadir, "", "head.kind=softmax", "head.scale=null", "head.margin=null",
+                  "model.overrides.widths=[8,8,16,16]", "model.overrides.num_mel_bins=32",
+                  "model.overrides.embed_dim=16", "optim.lr=0.05", "schedule.decay=none", "epochs=12", "log_every=4")
+    train(cfg, tmp_path / "exp")
+    rows = [ln.split(" loss ")[1].split() for ln in (tmp_path / "exp" / "train.log").read_text().splitlines() if " loss " in ln]
+    loss = [float(r[0]) for r in rows]
+    accuracy = [float(r[2]) for r in rows]
+    assert len(loss) == 12  # 4 steps per epoch, one line per 4 steps
+    assert sum(loss[-2:]) < 0.7 * sum(loss[:2])
+    assert sum(accuracy[-2:]) / 2 >= 0.5  # chance: 0.25
+
+
+def test_global_torch_settings_are_restored(tmp_path, datadir):
+    threads = torch.get_num_threads()
+    det = torch.are_deterministic_algorithms_enabled()
+    train(_config(tmp_path, datadir, "", steps=1), tmp_path / "exp")
+    assert torch.get_num_threads() == threads and torch.are_deterministic_algorithms_enabled() == det
