@@ -79,18 +79,19 @@ def trial_pairs(trials) -> tuple[list[str], list[str]]:
 def _normalised(table: EmbeddingTable, mean, rows: np.ndarray | None = None) -> np.ndarray:
     """Centred (if ``mean`` is given) and length-normalised rows (all, or ``rows``); a zero
     vector is an error naming its id."""
-    x = table.matrix if rows is None else table.matrix[rows]
+    x = table.matrix.copy() if rows is None else table.matrix[rows]  # a fresh array: work in place
     if mean is not None:
         mean = np.asarray(mean, dtype=np.float32)
         if mean.shape != (x.shape[1],):
             raise InputError(f"mean has shape {mean.shape} but the embeddings of {table.where} have dimension {x.shape[1]}")
-        x = x - mean
-    norm = np.linalg.norm(x, axis=1, keepdims=True)
-    zero = np.flatnonzero(norm[:, 0] == 0)
+        x -= mean
+    norm = np.sqrt(np.einsum("ij,ij->i", x, x))
+    zero = np.flatnonzero(norm == 0)
     if len(zero):
         u = table.ids[zero[0] if rows is None else rows[zero[0]]]
         raise InputError(f"{table.where}: embedding of {u!r} is zero after centring; cosine undefined")
-    return x / norm
+    x /= norm[:, None]
+    return x
 
 
 def _as_table(x, where: str) -> EmbeddingTable:
