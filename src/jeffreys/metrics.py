@@ -260,7 +260,11 @@ def _act_dcf(tar, non, p, c_miss, c_fa) -> float:
 
 
 # --------------------------------------------------------------------------- public API
-def _evaluate_sorted(tar, non, ps, c_miss, c_fa, want=("eer", "eer_rocch", "min_dcf", "act_dcf", "cllr", "min_cllr")):
+ALL_METRICS = ("eer", "eer_rocch", "min_dcf", "act_dcf", "cllr", "min_cllr")
+
+
+def _evaluate_sorted(tar, non, ps, c_miss, c_fa, want=ALL_METRICS):
+    """The metrics named in ``want`` of already sorted target / non-target scores."""
     roc = _ROC.of(tar, non)
     out: dict = {}
     if "eer" in want:
@@ -356,10 +360,9 @@ def bootstrap_ci(
     if n_boot < 1:
         raise InputError(f"n_boot must be positive (got {n_boot})")
     ps = _priors(p_targets)
-    known = {"eer", "eer_rocch", "min_dcf", "act_dcf", "cllr", "min_cllr"}
-    bad = [m for m in metrics if m not in known]
+    bad = [m for m in metrics if m not in ALL_METRICS]
     if bad:
-        raise InputError(f"unknown metric {bad[0]!r} (known: {', '.join(sorted(known))})")
+        raise InputError(f"unknown metric {bad[0]!r} (known: {', '.join(ALL_METRICS)})")
     s = np.asarray(scores)
     y = np.asarray(labels)
     _split(s, y)  # validation with the same messages as evaluate()
