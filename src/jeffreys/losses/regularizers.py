@@ -41,9 +41,10 @@ def check_logits_labels(logits: Tensor, labels: Tensor) -> None:
         )
     if num_classes < 2:
         raise ValueError(f"need at least 2 classes, got logits with {num_classes}")
-    if batch and (bool((labels < 0).any()) or bool((labels >= num_classes).any())):
-        bad = labels[(labels < 0) | (labels >= num_classes)][0].item()
-        raise ValueError(f"label {bad} out of range for {num_classes} classes")
+    if batch:
+        low, high = (int(v) for v in torch.aminmax(labels))
+        if low < 0 or high >= num_classes:
+            raise ValueError(f"label {low if low < 0 else high} out of range for {num_classes} classes")
 
 
 def _reduce(rows: Tensor, reduction: str) -> Tensor:
