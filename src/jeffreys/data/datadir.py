@@ -69,16 +69,24 @@ def spk2utt_of(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
     return dict(sorted(out.items()))
 
 
-def read_table(path: Path, min_fields: int = 2, max_fields: int | None = 2) -> list[tuple[int, list[str]]]:
-    """Lines of a Kaldi table as (line number, fields); blank lines are errors."""
+def read_text(path: Path, what: str = "") -> tuple[bytes, str]:
+    """(bytes, UTF-8 text) of a data file; absent, a directory or not UTF-8 is a one-line
+    error naming the file (``what``: its kind, e.g. "trials", for the message)."""
+    kind = f"{what} file" if what else "file"
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
+        return data, data.decode("utf-8")
     except FileNotFoundError:
-        raise InputError(f"{path}: no such file") from None
+        raise InputError(f"{path}: no such {kind}") from None
     except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a file") from None
+        raise InputError(f"{path}: is a directory, expected a {kind}") from None
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def read_table(path: Path, min_fields: int = 2, max_fields: int | None = 2) -> list[tuple[int, list[str]]]:
+    """Lines of a Kaldi table as (line number, fields); blank lines are errors."""
+    text = read_text(path)[1]
     rows = []
     for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()

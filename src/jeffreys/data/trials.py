@@ -5,18 +5,21 @@ Two formats are read, detected per line:
 * Kaldi: ``enroll test target|nontarget``
 * VoxCeleb: ``1|0 enroll test`` (enroll/test are paths such as ``id10270/x/00001.wav``)
 
-and one is written (Kaldi). Scores files are ``enroll test score``.
+and one is written (Kaldi). Scores files are ``enroll test score``. A ``models`` file
+(``MODEL UTT1 [UTT2 ...]``, written by the SITW and SdSV preparers) names the enrolment
+utterances of each model that trials may name on their enrolment side.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from .datadir import read_table, read_text
 
 _KALDI = {"target": True, "nontarget": False}
 _VOX = {"1": True, "0": False}
@@ -48,12 +51,9 @@ def parse_trial_line(parts: list[str], where: str) -> tuple[str, str, bool]:
     )
 
 
-def read_trials(path: str | Path) -> Trials:
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such trials file") from None
+def _trials_slow(path: Path, lines: list[str]) -> Trials:
+    """Line-by-line parse: any mix of the two formats, blank lines skipped, and the path
+    that names a bad line."""
     enroll, test, label = [], [], []
     for n, line in enumerate(lines, 1):
         parts = line.split()
@@ -68,11 +68,94 @@ def read_trials(path: str | Path) -> Trials:
     return Trials(enroll, test, np.asarray(label, dtype=bool))
 
 
+def _is(word: str, column: list[str]) -> np.ndarray:
+    return np.fromiter(map(word.__eq__, column), dtype=bool, count=len(column))
+
+
+def read_trials(path: str | Path) -> Trials:
+    """Read a Kaldi (``e t target|nontarget``) or VoxCeleb (``1|0 e t``) trial list.
+
+    Large lists (10^7 lines) take a fast path, as :func:`read_scores`: one ``str.split`` of
+    the whole text, a vectorised check that every line has 3 fields, and the format decided
+    for the whole file from the set of words in the label column (Kaldi wins where both
+    fit, as on a single line). Anything else (blank lines, mixed formats, a bad line) is
+    read line by line, so that the error names the line.
+    """
+    path = Path(path)
+    data, text = read_text(path, "trials")
+    tokens = text.split()
+    if tokens and len(tokens) % 3 == 0 and _fields_per_line(data, 3, len(tokens)):
+        first, last = tokens[0::3], tokens[2::3]
+        words = set(last)
+        if words <= _KALDI.keys():
+            return Trials(first, tokens[1::3], _is("target", last))
+        if words.isdisjoint(_KALDI) and set(first) <= _VOX.keys():
+            return Trials(tokens[1::3], last, _is("1", first))
+    return _trials_slow(path, text.splitlines())
+
+
 def write_trials(path: str | Path, trials: Iterable[tuple[str, str, bool]]) -> None:
     """Write Kaldi-format trials in the given order."""
     with open(path, "w", encoding="utf-8") as f:
         for e, t, y in trials:
             f.write(f"{e} {t} {'target' if y else 'nontarget'}\n")
+
+
+# ----------------------------------------------------------------------------- models files
+class Models(dict):
+    """Enrolment models: model id -> its enrolment utterance ids (a dict), with where each
+    model was read (``where``, and ``lines``: model -> line number when read from a file)."""
+
+    def __init__(self, items=(), where: str = "models", lines: Mapping[str, int] | None = None):
+        super().__init__(items)
+        self.where = where
+        self.lines = dict(lines or {})
+
+    def locate(self, model: str) -> str:
+        """``file:line`` of a model (or the source's name when not read from a file)."""
+        n = self.lines.get(model)
+        return f"{self.where}:{n}" if n else self.where
+
+    @classmethod
+    def of(cls, x) -> Models:
+        """From a Models, a path (see :func:`read_models`) or a mapping model -> utterance ids."""
+        if isinstance(x, Models):
+            return x
+        if isinstance(x, (str, Path)):
+            return read_models(x)
+        if not isinstance(x, Mapping):
+            raise InputError(f"models must be a path or a mapping model -> utterance ids (got {type(x).__name__})")
+        out = cls()
+        for m, utts in x.items():
+            utts = [utts] if isinstance(utts, str) else [str(u) for u in utts]
+            if not utts:
+                raise InputError(f"models: model {m!r} has no enrolment utterances")
+            out[str(m)] = utts
+        if not out:
+            raise InputError("models: no models")
+        return out
+
+
+def read_models(path: str | Path) -> Models:
+    """Read a ``models`` file: ``MODEL UTT1 [UTT2 ...]`` a line, in file order.
+
+    One-line errors naming file:line: a blank line, a model without utterances, a model
+    listed twice; an empty file. An utterance listed twice in a model counts twice in its
+    mean, as Kaldi's ``ivector-mean`` would.
+    """
+    path = Path(path)
+    out = Models(where=str(path))
+    for n, parts in read_table(path, 1, None):
+        m = parts[0]
+        if len(parts) == 1:
+            raise InputError(f"{path}:{n}: model {m!r} has no enrolment utterances")
+        if m in out:
+            raise InputError(f"{path}:{n}: duplicate model {m!r} (first on line {out.lines[m]})")
+        out[m] = parts[1:]
+        out.lines[m] = n
+    if not out:
+        raise InputError(f"{path}: no models")
+    return out
 
 
 # ----------------------------------------------------------------------------- scores files
@@ -88,18 +171,6 @@ class Scores:
     score: np.ndarray  # float64
     label: np.ndarray | None  # bool, when every line has a 4th column
     lines: np.ndarray | None = None  # 1-based line number of each row, None if no blank lines
-
-
-def _read_bytes(path: Path, what: str) -> tuple[bytes, str]:
-    try:
-        data = path.read_bytes()
-        return data, data.decode("utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such {what} file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a {what} file") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def _scores_slow(path: Path, lines: list[str]) -> Scores:
@@ -165,7 +236,7 @@ def read_scores(path: str | Path) -> Scores:
     so that the error names the line.
     """
     path = Path(path)
-    data, text = _read_bytes(path, "scores")
+    data, text = read_text(path, "scores")
     tokens = text.split()
     for ncols in (3, 4):
         if not tokens or len(tokens) % ncols or not _fields_per_line(data, ncols, len(tokens)):
