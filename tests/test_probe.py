@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -13,6 +14,7 @@ from jeffreys.probe import (
     DEFAULT_RULE,
     TopRule,
     entropy,
+    head_logits,
     log_softmax,
     nontarget_entropy,
     nontarget_tail,
@@ -143,3 +145,26 @@ def test_nontarget_tail_and_figures(tmp_path):
     files += plot_nontarget_scores({"A": (scores, labels), "B": (scores * 0.8, labels)}, tmp_path / "tail")
     for f in files:
         assert f.stat().st_size > 1000
+
+
+def test_cli_probe(tmp_path, capsys):
+    from jeffreys.cli import main
+    from jeffreys.embeddings import write_embeddings
+    from jeffreys.losses import build_head
+    from jeffreys.models import ResNetConfig, SpeakerModel, save_bundle
+
+    torch.manual_seed(0)
+    cfg = ResNetConfig(widths=[4, 4, 4, 4], depths=[1, 1, 1, 1], num_mel_bins=20, embed_dim=8, stem_stride=2)
+    head = build_head("aam", 8, 5, 30.0, 0.2)
+    model = save_bundle(tmp_path / "m.pt", SpeakerModel(cfg), head, [f"spk{i}" for i in range(5)])
+    x = np.random.default_rng(0).normal(size=(7, 8)).astype(np.float32)
+    write_embeddings(tmp_path / "evalset", [f"u{i}" for i in range(7)], x)
+    assert main(["probe", str(model), str(tmp_path / "evalset.scp"), "--rule", "ratio:0.5", "--out", str(tmp_path / "p"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)["evalset"]
+    want = probe_log_probs(list("abcdefg"), log_softmax(head_logits(head, x)), TopRule("ratio", 0.5))
+    assert summary["mean_top_speakers"] == pytest.approx(float(np.mean(want.n_top)))
+    assert summary["rule"] == "ratio:0.5" and summary["utterances"] == 7
+    rows = (tmp_path / "p" / "evalset.tsv").read_text().splitlines()
+    assert rows[0].startswith("utt\tn_top") and len(rows) == 8 and rows[1].split("\t")[3].startswith("spk")
+    assert main(["probe", str(model), str(tmp_path / "evalset.scp"), "--rule", "top:3"]) == 2
+    assert "rule 'top:3'" in capsys.readouterr().err

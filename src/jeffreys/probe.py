@@ -237,12 +237,13 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> list[Path]:
+    """Write ``path`` as PNG (a .pdf/.svg suffix is kept: vector output)."""
     path = Path(path)
-    out = [path.with_suffix(".png"), path.with_suffix(".pdf")]
-    for p in out:
-        fig.savefig(p, bbox_inches="tight", dpi=120)
+    if path.suffix.lower() not in (".png", ".pdf", ".svg"):
+        path = path.with_name(path.name + ".png")
+    fig.savefig(path, bbox_inches="tight", dpi=110)
     _pyplot().close(fig)
-    return out
+    return [path]
 
 
 def plot_eer_vs_top(points: Sequence[Mapping], path: str | Path) -> list[Path]:

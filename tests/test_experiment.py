@@ -1,0 +1,165 @@
+"""The Table 1 runner on a miniature corpus with two tiny untrained models (no training here:
+``tests/test_demo.py`` covers the train stage end to end)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+
+from jeffreys.data.datadir import write_datadir
+from jeffreys.errors import InputError
+from jeffreys.experiment import eer_threshold, load_experiment, run_experiment, subset_utts
+from jeffreys.losses import build_head
+from jeffreys.models import ResNetConfig, SpeakerModel, save_bundle
+
+SR = 16000
+TINY = ResNetConfig(widths=[4, 4, 4, 4], depths=[1, 1, 1, 1], num_mel_bins=20, embed_dim=8, stem_stride=2)
+
+
+def _wav(path, spk: int, k: int):
+    """Noise coloured per speaker (a speaker-specific resonance) so embeddings differ by speaker."""
+    rng = np.random.default_rng(1000 * spk + k)
+    n = int(SR * rng.uniform(0.6, 0.9))
+    x = rng.standard_normal(n)
+    f0 = 300 + 250 * spk
+    t = np.arange(n) / SR
+    x = 0.05 * x + 0.3 * np.sin(2 * np.pi * f0 * t) * (1 + 0.2 * np.sin(2 * np.pi * 3 * t))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, (0.5 * x / np.abs(x).max()).astype(np.float32), SR)
+    return str(path)
+
+
+def _datadir(root, name, speakers, per_spk, trials=False):
+    wav, u2s = {}, {}
+    for s in speakers:
+        for k in range(per_spk):
+            u = f"s{s:02d}-{name}-{k}"
+            wav[u] = _wav(root / "wav" / name / f"{u}.wav", s, k)
+            u2s[u] = f"s{s:02d}"
+    rows = None
+    if trials:
+        utts = sorted(u2s)
+        rows = [(a, b, u2s[a] == u2s[b]) for i, a in enumerate(utts) for b in utts[i + 1 :]]
+    return write_datadir(root / name, wav, u2s, trials=rows)
+
+
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mini")
+    _datadir(root, "train", range(6), 3)
+    _datadir(root, "ind", range(10, 14), 3, trials=True)
+    _datadir(root, "ood", range(20, 24), 3, trials=True)
+    speakers = [f"s{s:02d}" for s in range(6)]
+    for i, name in enumerate(("a", "b")):
+        torch.manual_seed(i)
+        save_bundle(root / f"{name}.pt", SpeakerModel(TINY), build_head("aam", 8, 6, 30.0, 0.2), speakers)
+    return root
+
+
+def _config(root, extra=None):
+    cfg = {
+        "systems": [{"name": "a", "label": "System A", "model": "a.pt"}, {"name": "b", "model": "b.pt"}],
+        "train_data": "train",
+        "eval_sets": [
+            {"name": "ind", "data": "ind", "domain": "in"},
+            {"name": "ood", "data": "ood", "domain": "out"},
+            {"name": "absent", "data": "nowhere", "optional": True},
+        ],
+        "metrics": {"n_boot": 50},
+        "probe": {"train_utts": 12},
+    }
+    cfg.update(extra or {})
+    path = root / "exp.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_runner_end_to_end_and_rerun_skips(mini, tmp_path):
+    out = tmp_path / "out"
+    res = run_experiment(load_experiment(_config(mini)), out, quiet=True)
+    for f in ["table.md", "table.csv", "results.json", "gains.png", "det_ind.png", "det_ood.png",
+              "probe_eer_vs_top.png", "probe_outputs.png", "nontarget_ind.png", "log.txt"]:
+        assert (out / f).is_file(), f
+    saved = json.loads((out / "results.json").read_text())
+    assert set(saved["systems"]) == {"a", "b"} and set(saved["eval_sets"]) == {"ind", "ood"}
+    table = (out / "table.md").read_text()
+    assert "System A" in table and "ind (in) EER %" in table and "absent" not in table
+
+    # Scores are centred cosines with the mean of the training subset's embeddings,
+    # recomputed here from the embedding files in float64.
+    from jeffreys.embeddings import read_embeddings
+
+    sdir = out / "systems" / "a"
+    _, temb = read_embeddings(next((sdir / "emb").glob("train*.scp")))
+    assert len(temb) == 12
+    mean = np.asarray(temb, dtype=np.float64).mean(axis=0)
+    ids, emb = read_embeddings(next((sdir / "emb").glob("ind-*.scp")))
+    e = {u: np.asarray(v, dtype=np.float64) - mean for u, v in zip(ids, emb)}
+    lines = (sdir / "scores" / "ind.txt").read_text().split("\n")[:-1]
+    for line in lines:
+        a, b, s = line.split()
+        want = e[a] @ e[b] / np.linalg.norm(e[a]) / np.linalg.norm(e[b])
+        assert float(s) == pytest.approx(want, abs=2e-6)
+    m = res["systems"]["a"]["eval"]["ind"]
+    assert m["n_target"] + m["n_nontarget"] == len(lines) == 66
+    assert m["ci"]["eer"][0] <= m["eer"] <= m["ci"]["eer"][1]
+    assert 1 <= m["probe"]["mean_top_speakers"] <= 6
+
+    # Re-running skips every stage: no embedding file is rewritten.
+    stamp = {p: p.stat().st_mtime_ns for p in (out / "systems").rglob("*.ark")}
+    res2 = run_experiment(load_experiment(_config(mini)), out, quiet=True)
+    assert {p: p.stat().st_mtime_ns for p in (out / "systems").rglob("*.ark")} == stamp
+    assert res2["systems"]["a"]["eval"]["ind"]["eer"] == m["eer"]
+    assert "extracting" not in (out / "log.txt").read_text().split("results:")[-1]
+
+
+def test_config_errors_name_file_and_key(mini):
+    with pytest.raises(InputError, match=r"exp.yaml.*key 'systems\[0\].bogus'"):
+        load_experiment(_config(mini, {"systems": [{"name": "a", "model": "a.pt", "bogus": 1}]}))
+    with pytest.raises(InputError, match="duplicate system name 'a'"):
+        load_experiment(_config(mini, {"systems": [{"name": "a", "model": "a.pt"}, {"name": "a", "model": "b.pt"}]}))
+    with pytest.raises(InputError, match="reused 'model' takes no training"):
+        load_experiment(_config(mini, {"systems": [{"name": "a", "model": "a.pt", "set": {"steps": 1}}]}))
+    with pytest.raises(InputError, match="NO_SUCH_VAR"):
+        load_experiment(_config(mini, {"train_data": "${NO_SUCH_VAR}/train"}))
+
+
+def test_missing_inputs_are_named(mini, tmp_path):
+    cfg = load_experiment(_config(mini, {"eval_sets": [{"name": "gone", "data": "nowhere"}]}))
+    with pytest.raises(InputError, match="evaluation set 'gone'.*nowhere"):
+        run_experiment(cfg, tmp_path / "o1", quiet=True)
+    cfg = load_experiment(_config(mini, {"systems": [{"name": "x", "model": "missing.pt"}]}))
+    with pytest.raises(InputError, match="missing.pt"):
+        run_experiment(cfg, tmp_path / "o2", quiet=True)
+
+
+def test_env_vars_in_paths(mini, monkeypatch):
+    monkeypatch.setenv("JX_ROOT", str(mini))
+    cfg = load_experiment(_config(mini, {"train_data": "${JX_ROOT}/train"}))
+    assert cfg.train_data == os.path.realpath(mini / "train")
+
+
+def test_subset_is_speaker_balanced_and_seeded(mini):
+    from jeffreys.data.datadir import read_datadir
+
+    dd = read_datadir(mini / "train")
+    sub = subset_utts(dd, 7, seed=3)
+    assert len(sub) == 7 and sub == subset_utts(dd, 7, seed=3)
+    counts = np.bincount([int(dd.utt2spk[u][1:]) for u in sub])
+    assert counts.max() - counts.min() <= 1
+    assert subset_utts(dd, 0, 0) == dd.utts
+
+
+def test_eer_threshold_against_brute_force():
+    rng = np.random.default_rng(0)
+    y = rng.random(400) < 0.3
+    s = np.round(rng.normal(y * 1.5, 1.0), 1)  # ties
+    t = eer_threshold(s, y)
+    best = min(np.unique(s), key=lambda c: (abs(np.mean(s[y] < c) - np.mean(s[~y] >= c)), c))
+    assert t == best
