@@ -17,6 +17,15 @@ id -> vector, or a path. Trials are a :class:`jeffreys.data.trials.Trials`, a
 :class:`~jeffreys.data.trials.Scores`, a pair ``(enroll_ids, test_ids)`` or a sequence of
 ``(enroll, test)`` pairs. A trial naming an id without embedding is an error listing the
 first missing ids.
+
+Multi-utterance enrolment (SdSV task 2; SITW ``models`` files): with ``models`` (a
+``models`` file path, see :func:`jeffreys.data.trials.read_models`, or a mapping model id
+-> enrolment utterance ids), a trial's enrolment side may name a model. Its embedding is
+built as in Kaldi / the SdSV baseline: each enrolment utterance's embedding is centred by
+``mean`` (when given) and length-normalised, the normalised vectors are averaged, and the
+cosine with the (centred, length-normalised) test embedding renormalises that average.
+A model id shadows an utterance of the same id; every model must name utterances of the
+enrolment embeddings (else an error naming the models file line).
 """
 
 from __future__ import annotations
@@ -26,10 +35,12 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain, compress, repeat
 from pathlib import Path
 
 import numpy as np
 
+from .data.trials import Models
 from .embeddings import EmbeddingTable
 from .errors import InputError
 
@@ -100,22 +111,79 @@ def _as_table(x, where: str) -> EmbeddingTable:
     return EmbeddingTable.of(x, where)
 
 
-def _sides(enroll, test, trials, mean):
+def _enrol_rows(table: EmbeddingTable, ids: list[str], models: Models | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row of each enrolment id: an utterance's row in ``table``, or ``len(table.ids) + k``
+    for the k-th model; and the models' utterance rows (concatenated) and counts."""
+    if not models:
+        return table.rows(ids, "trial list (enrolment side)"), np.empty(0, np.int64), np.empty(0, np.int64)
+    sizes = np.fromiter(map(len, models.values()), dtype=np.int64, count=len(models))
+    try:
+        members = np.fromiter(map(table.index.__getitem__, chain.from_iterable(models.values())), dtype=np.int64, count=int(sizes.sum()))
+    except KeyError:
+        m, u = next((m, u) for m, utts in models.items() for u in utts if u not in table.index)
+        raise InputError(f"{models.locate(m)}: model {m!r}: enrolment utterance {u!r} has no embedding in {table.where}") from None
+    k = np.fromiter(map({m: i for i, m in enumerate(models)}.get, ids, repeat(-1)), dtype=np.int64, count=len(ids))
+    utt = k < 0
+    rows = k + len(table.ids)
+    if utt.any():
+        rows[utt] = table.rows(list(compress(ids, utt)), f"trial list (enrolment side; not models of {models.where})")
+    return rows, members, sizes
+
+
+def _normalised_used(table: EmbeddingTable, mean, sides: list[np.ndarray], models: Models | None = None,
+                     members: np.ndarray | None = None, sizes: np.ndarray | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Normalise only the rows ``sides`` use: utterance rows, and model rows ``>= len(table.ids)``
+    built from ``members`` (the models' utterance rows, ``sizes`` a model). Returns the
+    normalised matrix and each side's rows in it."""
+    n = len(table.ids)
+    rows = np.concatenate(sides)
+    if models is None or len(sizes) == 0:
+        used, pos = np.unique(rows, return_inverse=True)
+        x = _normalised(table, mean, used)
+    else:
+        direct = rows < n
+        used, inv = np.unique(np.concatenate((rows[direct], members)), return_inverse=True)
+        x = _normalised(table, mean, used)
+        k = int(direct.sum())
+        x = np.concatenate((x, _model_means(x, inv[k:], sizes, models)))
+        pos = len(used) + rows - n
+        pos[direct] = inv[:k]
+    return x, np.split(pos.ravel(), np.cumsum([len(r) for r in sides])[:-1])
+
+
+def _model_means(x: np.ndarray, members: np.ndarray, sizes: np.ndarray, models: Models) -> np.ndarray:
+    """Length-normalised mean of the (already normalised) rows ``members`` of each model
+    (``sizes`` rows a model), as one sparse x dense product. The 1/size of the mean is left
+    out: the length normalisation removes it."""
+    from scipy.sparse import csr_matrix
+
+    indptr = np.concatenate(([0], np.cumsum(sizes)))
+    v = csr_matrix((np.ones(len(members), np.float32), members, indptr), shape=(len(sizes), len(x))) @ x
+    norm = np.sqrt(np.einsum("ij,ij->i", v, v))
+    zero = np.flatnonzero(norm <= 1e-6 * np.sqrt(sizes))  # zero but for float32 rounding
+    if len(zero):
+        m = list(models)[zero[0]]
+        raise InputError(f"{models.locate(m)}: model {m!r}: its normalised enrolment embeddings average to zero; cosine undefined")
+    v /= norm[:, None]
+    return v
+
+
+def _sides(enroll, test, trials, mean, models=None):
     """Normalised embeddings of the trial sides and each trial's row in them: ``(a, ia, b,
-    ib)``. With ``test=None`` both sides share one table, normalised once."""
+    ib)``. With ``test=None`` both sides share one table, normalised once. ``models``: the
+    enrolment side may name models (rows appended to ``a``)."""
     e_ids, t_ids = trial_pairs(trials)
+    models = None if models is None else Models.of(models)
     te = _as_table(enroll, "embeddings" if test is None else "enrolment")
     tt = te if test is None else _as_table(test, "test")
-    re = te.rows(e_ids, "trial list (enrolment side)")
+    re, members, sizes = _enrol_rows(te, e_ids, models)
     rt = tt.rows(t_ids, "trial list (test side)")
     if tt is te:
-        used, inv = np.unique(np.concatenate((re, rt)), return_inverse=True)
-        a = _normalised(te, mean, used)
-        inv = inv.ravel()
-        return a, inv[: len(re)], a, inv[len(re) :]
-    ue, ie = np.unique(re, return_inverse=True)
-    ut, it = np.unique(rt, return_inverse=True)
-    return _normalised(te, mean, ue), ie.ravel(), _normalised(tt, mean, ut), it.ravel()
+        a, (ia, ib) = _normalised_used(te, mean, [re, rt], models, members, sizes)
+        return a, ia, a, ib
+    a, (ia,) = _normalised_used(te, mean, [re], models, members, sizes)
+    b, (ib,) = _normalised_used(tt, mean, [rt])
+    return a, ia, b, ib
 
 
 def _rowwise_dot(a: np.ndarray, ia: np.ndarray, b: np.ndarray, ib: np.ndarray) -> np.ndarray:
@@ -127,13 +195,15 @@ def _rowwise_dot(a: np.ndarray, ia: np.ndarray, b: np.ndarray, ib: np.ndarray) -
 
 
 # ----------------------------------------------------------------------------- scores
-def cosine_scores(enroll, test, trials, mean=None) -> np.ndarray:
+def cosine_scores(enroll, test, trials, mean=None, models=None) -> np.ndarray:
     """Cosine score of each trial (float64, trial order) after centring by ``mean``.
 
     ``test=None`` looks both sides up in ``enroll`` (one embedding file for the whole
-    evaluation set, the usual case).
+    evaluation set, the usual case). ``models`` (a path or a mapping model -> utterance
+    ids): trials may name enrolment models, scored with the mean of their utterances'
+    centred, length-normalised embeddings (module docstring).
     """
-    return _rowwise_dot(*_sides(enroll, test, trials, mean))
+    return _rowwise_dot(*_sides(enroll, test, trials, mean, models))
 
 
 def _cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -152,18 +222,19 @@ def _cohort_stats(x: np.ndarray, cohort: np.ndarray, top_n: int | None) -> tuple
     return mu, sd
 
 
-def asnorm(scores, trials, enroll, test, cohort, top_n: int | None = 300, mean=None) -> np.ndarray:
+def asnorm(scores, trials, enroll, test, cohort, top_n: int | None = 300, mean=None, models=None) -> np.ndarray:
     """Adaptive S-norm: each side normalised by the statistics of its ``top_n`` highest
     cohort scores (``top_n=None``: the whole cohort, i.e. S-norm); returns the mean of the
     two normalised scores. ``cohort``: embeddings (any accepted form, or an N x D array),
-    centred by the same ``mean``."""
+    centred by the same ``mean``. ``models``: as in :func:`cosine_scores`; a model's cohort
+    statistics are those of its mean embedding."""
     s = np.asarray(scores, dtype=np.float64)
     if len(s) != len(trial_pairs(trials)[0]):
         raise InputError(f"{len(s)} scores for {len(trial_pairs(trials)[0])} trials")
     if top_n is not None and top_n < 2:
         raise InputError(f"top_n must be at least 2 (got {top_n})")
     c = _normalised(_as_table(cohort, "cohort"), mean)
-    a, ia, b, ib = _sides(enroll, test, trials, mean)
+    a, ia, b, ib = _sides(enroll, test, trials, mean, models)
     mu_a, sd_a = _cohort_stats(a, c, top_n)
     mu_b, sd_b = (mu_a, sd_a) if b is a else _cohort_stats(b, c, top_n)
     if (sd_a == 0).any() or (sd_b == 0).any():
@@ -171,9 +242,9 @@ def asnorm(scores, trials, enroll, test, cohort, top_n: int | None = 300, mean=N
     return 0.5 * ((s - mu_a[ia]) / sd_a[ia] + (s - mu_b[ib]) / sd_b[ib])
 
 
-def snorm(scores, trials, enroll, test, cohort, mean=None) -> np.ndarray:
+def snorm(scores, trials, enroll, test, cohort, mean=None, models=None) -> np.ndarray:
     """Symmetric score normalisation against the whole cohort (see :func:`asnorm`)."""
-    return asnorm(scores, trials, enroll, test, cohort, top_n=None, mean=mean)
+    return asnorm(scores, trials, enroll, test, cohort, top_n=None, mean=mean, models=models)
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -266,7 +337,7 @@ def _load_tables(paths: Sequence[str]) -> EmbeddingTable:
 
 
 def cli_score(argv: list[str]) -> int:
-    from .data.trials import read_trials
+    from .data.trials import read_models, read_trials
     from .metrics import load_scored_trials
 
     ap = argparse.ArgumentParser(
@@ -277,6 +348,8 @@ def cli_score(argv: list[str]) -> int:
     ap.add_argument("embeddings", nargs="+", help="embedding files (.scp/.ark/.npy or prefix); ids from all of them")
     ap.add_argument("--trials", required=True, help="Kaldi or VoxCeleb trial list")
     ap.add_argument("--out", required=True, help="scores file to write")
+    ap.add_argument("--models", help="enrolment models file ('MODEL UTT1 UTT2 ...' lines, as `jeffreys prepare sitw|sdsv` "
+                    "write): trials may name a model, scored with the mean of its utterances' normalised embeddings")
     ap.add_argument("--mean", help="training-set mean (.npy) to subtract before length normalisation")
     ap.add_argument("--cohort", help="cohort embeddings for S-norm (AS-norm with --top-n)")
     ap.add_argument("--top-n", type=int, help="adaptive S-norm: use each side's N highest cohort scores")
@@ -296,9 +369,10 @@ def cli_score(argv: list[str]) -> int:
     trials = read_trials(args.trials)
     emb = _load_tables(args.embeddings)
     mean = load_mean(args.mean) if args.mean else None
-    s = cosine_scores(emb, None, trials, mean=mean)
+    models = read_models(args.models) if args.models else None
+    s = cosine_scores(emb, None, trials, mean=mean, models=models)
     if args.cohort:
-        s = asnorm(s, trials, emb, None, EmbeddingTable.of(args.cohort, args.cohort), top_n=args.top_n, mean=mean)
+        s = asnorm(s, trials, emb, None, EmbeddingTable.of(args.cohort, args.cohort), top_n=args.top_n, mean=mean, models=models)
     if args.calibration:
         s = LinearCalibration.load(args.calibration).apply(s)
     elif args.train_calibration:

@@ -127,7 +127,7 @@ class Models(dict):
             raise InputError(f"models must be a path or a mapping model -> utterance ids (got {type(x).__name__})")
         out = cls()
         for m, utts in x.items():
-            utts = [utts] if isinstance(utts, str) else [str(u) for u in utts]
+            utts = [utts] if isinstance(utts, str) else list(map(str, utts))
             if not utts:
                 raise InputError(f"models: model {m!r} has no enrolment utterances")
             out[str(m)] = utts
