@@ -34,6 +34,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 
 class RowStats(NamedTuple):
@@ -126,6 +127,7 @@ class JeffreysRows(torch.autograd.Function):
         return rows.sum() if reduction == "sum" else rows
 
     @staticmethod
+    @once_differentiable  # the gradient is computed in place: no second derivative
     def backward(ctx, grad_out: Tensor):
         logits, labels, p, z_sum, expect, log_p_k, log_1m_p_k = ctx.saved_tensors
         w, alpha, beta = ctx.coeffs
