@@ -107,9 +107,13 @@ class JeffreysRows(torch.autograd.Function):
     the analytic gradient above."""
 
     @staticmethod
-    def forward(ctx, logits: Tensor, labels: Tensor, w: float, alpha: float, beta: float, reduction: str):
+    def forward(ctx, logits: Tensor, labels: Tensor, w: float, alpha: float, beta: float, reduction: str,
+                means: dict | None = None):
         with torch.autocast(device_type=logits.device.type, enabled=False):
             s = row_stats(logits, labels, need_ls=alpha != 0.0, need_j=beta != 0.0)
+            if means is not None:  # batch means of the terms, for logging without a recompute
+                means.update((k, getattr(s, k).mean()) for k in ("ce", "ls", "jeffreys")
+                             if getattr(s, k) is not None)
             rows = w * s.ce
             if alpha != 0.0:
                 rows = rows + alpha * s.ls
@@ -151,4 +155,4 @@ class JeffreysRows(torch.autograd.Function):
                 grad.sub_((go * (alpha / (x.shape[1] - 1))).unsqueeze(1))
             g_k = go * (c1 * log_p_k.exp() - w)
             grad.scatter_(1, labels.unsqueeze(1), g_k.unsqueeze(1))
-        return grad.to(logits.dtype), None, None, None, None, None
+        return grad.to(logits.dtype), None, None, None, None, None, None

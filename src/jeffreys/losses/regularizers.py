@@ -8,6 +8,7 @@ All are called like ``nn.CrossEntropyLoss``: ``loss(logits, labels)`` with logit
 
 from __future__ import annotations
 
+import weakref
 from typing import Literal
 
 import torch
@@ -100,7 +101,21 @@ class JeffreysLoss(nn.Module):
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
         check_logits_labels(logits, labels)
-        return JeffreysRows.apply(logits, labels, self.ce_weight, self.alpha, self.beta, self.reduction)
+        means: dict[str, Tensor] = {}
+        out = JeffreysRows.apply(logits, labels, self.ce_weight, self.alpha, self.beta, self.reduction, means)
+        # terms() on these same, unmodified tensors reuses the means instead of a second pass.
+        self._last_means = (weakref.ref(logits), logits._version, weakref.ref(labels), labels._version, means)
+        return out
+
+    def _cached_means(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor] | None:
+        last = getattr(self, "_last_means", None)
+        if last is None:
+            return None
+        logits_ref, logits_version, labels_ref, labels_version, means = last
+        if (logits_ref() is logits and logits._version == logits_version and labels_ref() is labels
+                and labels._version == labels_version and len(means) == 3):
+            return means
+        return None
 
     @torch.no_grad()
     def terms(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
@@ -108,13 +123,17 @@ class JeffreysLoss(nn.Module):
 
         ``ce = -log p_k``, ``ls = -sum_{i!=k} log p_i/(K-1)``,
         ``jeffreys = sum_{i!=k} p_i log p_i/(1-p_k)`` and
-        ``total = ce_weight*ce + alpha*ls + beta*jeffreys`` (the mean loss).
+        ``total = ce_weight*ce + alpha*ls + beta*jeffreys`` (the mean loss). Called on the
+        logits and labels of the last forward (not modified since), it costs nothing.
         """
-        check_logits_labels(logits, labels)
-        s = row_stats(logits.detach(), labels)
-        total = self.ce_weight * s.ce + self.alpha * s.ls + self.beta * s.jeffreys
-        out = {"ce": s.ce, "ls": s.ls, "jeffreys": s.jeffreys, "total": total}
-        return {k: v.mean().float() for k, v in out.items()}
+        means = self._cached_means(logits, labels)
+        if means is None:
+            check_logits_labels(logits, labels)
+            s = row_stats(logits.detach(), labels)
+            means = {"ce": s.ce.mean(), "ls": s.ls.mean(), "jeffreys": s.jeffreys.mean()}
+        out = {k: v.detach().float() for k, v in means.items()}
+        out["total"] = self.ce_weight * out["ce"] + self.alpha * out["ls"] + self.beta * out["jeffreys"]
+        return out
 
     def extra_repr(self) -> str:
         return (
