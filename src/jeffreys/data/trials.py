@@ -68,29 +68,27 @@ def _trials_slow(path: Path, lines: list[str]) -> Trials:
     return Trials(enroll, test, np.asarray(label, dtype=bool))
 
 
-def _is(word: str, column: list[str]) -> np.ndarray:
-    return np.fromiter(map(word.__eq__, column), dtype=bool, count=len(column))
-
-
 def read_trials(path: str | Path) -> Trials:
     """Read a Kaldi (``e t target|nontarget``) or VoxCeleb (``1|0 e t``) trial list.
 
     Large lists (10^7 lines) take a fast path, as :func:`read_scores`: one ``str.split`` of
     the whole text, a vectorised check that every line has 3 fields, and the format decided
-    for the whole file from the set of words in the label column (Kaldi wins where both
-    fit, as on a single line). Anything else (blank lines, mixed formats, a bad line) is
+    for the whole file from the words of the label column (Kaldi wins where both fit, as
+    on a single line). Anything else (blank lines, mixed formats, a bad line) is
     read line by line, so that the error names the line.
     """
     path = Path(path)
     data, text = read_text(path, "trials")
     tokens = text.split()
-    if tokens and len(tokens) % 3 == 0 and _fields_per_line(data, 3, len(tokens)):
+    heads = _field_heads(data, 3, len(tokens)) if tokens and len(tokens) % 3 == 0 else None
+    if heads is not None:
+        # every label word checked at C speed (list.count); the labels from first bytes
         first, last = tokens[0::3], tokens[2::3]
-        words = set(last)
-        if words <= _KALDI.keys():
-            return Trials(first, tokens[1::3], _is("target", last))
-        if words.isdisjoint(_KALDI) and set(first) <= _VOX.keys():
-            return Trials(tokens[1::3], last, _is("1", first))
+        n_kaldi = last.count("target") + last.count("nontarget")
+        if n_kaldi == len(last):
+            return Trials(first, tokens[1::3], heads[:, 2] == ord("t"))
+        if n_kaldi == 0 and first.count("1") + first.count("0") == len(first):
+            return Trials(tokens[1::3], last, heads[:, 0] == ord("1"))
     return _trials_slow(path, text.splitlines())
 
 
@@ -205,26 +203,32 @@ def _scores_slow(path: Path, lines: list[str]) -> Scores:
                   np.asarray(label, dtype=bool) if ncols == 4 else None, np.asarray(numbers))
 
 
-def _fields_per_line(data: bytes, ncols: int, n_tokens: int) -> bool:
-    """True when every line of ``data`` has exactly ``ncols`` ASCII-whitespace-separated
-    fields and they total ``n_tokens`` (what ``str.split`` found), checked in vectorised
-    chunks ending at newlines."""
-    total, pos, step = 0, 0, 1 << 26
+def _field_heads(data: bytes, ncols: int, n_tokens: int) -> np.ndarray | None:
+    """First byte of every field, as an ``(n_lines, ncols)`` array, when every line of
+    ``data`` has exactly ``ncols`` ASCII-whitespace-separated fields and they total
+    ``n_tokens`` (what ``str.split`` found); else None. Checked in vectorised chunks ending
+    at newlines: with ``ncols`` fields a line, line k holds field starts ``ncols*k ..
+    ncols*k + ncols-1``, so the last of them lies before newline k and the next one after it."""
+    heads, total, pos, step = [], 0, 0, 1 << 26
     while pos < len(data):
         end = data.find(b"\n", min(pos + step, len(data) - 1))
         end = len(data) if end < 0 else end + 1
         a = np.frombuffer(data, np.uint8, count=end - pos, offset=pos)
-        tok = (a > 32) | ((a < 9) | ((a > 13) & (a < 32)))
+        tok = (a > 32) | ((a < 9) | ((a > 13) & (a < 32)))  # not ASCII whitespace (9-13, 32)
         start = tok.copy()
         start[1:] &= ~tok[:-1]
+        starts = np.flatnonzero(start)
         newlines = np.flatnonzero(a == 10)
         n_lines = len(newlines) + (0 if a[-1] == 10 else 1)
-        counts = np.bincount(np.searchsorted(newlines, np.flatnonzero(start)), minlength=n_lines)
-        if len(counts) != n_lines or not (counts == ncols).all():
-            return False
-        total += int(counts.sum())
+        if len(starts) != ncols * n_lines:
+            return None
+        last, nxt = starts[ncols - 1 :: ncols], starts[ncols::ncols]
+        if not ((last[: len(newlines)] < newlines).all() and (nxt > newlines[: len(nxt)]).all()):
+            return None
+        heads.append(a[starts].reshape(n_lines, ncols))
+        total += len(starts)
         pos = end
-    return total == n_tokens
+    return np.concatenate(heads) if total == n_tokens else None
 
 
 def read_scores(path: str | Path) -> Scores:
@@ -239,7 +243,7 @@ def read_scores(path: str | Path) -> Scores:
     data, text = read_text(path, "scores")
     tokens = text.split()
     for ncols in (3, 4):
-        if not tokens or len(tokens) % ncols or not _fields_per_line(data, ncols, len(tokens)):
+        if not tokens or len(tokens) % ncols or _field_heads(data, ncols, len(tokens)) is None:
             continue
         try:
             # float() per token beats numpy's str -> float cast by 4x
