@@ -107,6 +107,9 @@ class JeffreysLoss(nn.Module):
         self._last_means = (weakref.ref(logits), logits._version, weakref.ref(labels), labels._version, means)
         return out
 
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_last_means"}  # weakrefs do not pickle
+
     def _cached_means(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor] | None:
         last = getattr(self, "_last_means", None)
         if last is None:
