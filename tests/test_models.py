@@ -176,3 +176,13 @@ def test_bad_bundle_files(tmp_path):
     torch.save(data, tmp_path / "badcfg.pt")
     with pytest.raises(InputError, match="key 'model_config.depth': unknown key"):
         load_bundle(tmp_path / "badcfg.pt")
+
+
+def test_embed_bn_normalises_the_embedding():
+    cfg = preset("demo", widths=[4, 4, 8, 8], embed_dim=6, num_mel_bins=16)
+    assert cfg.embed_bn and not PRESETS["paper"].embed_bn
+    model = SpeakerModel(cfg).train()
+    emb = model(torch.randn(16, 4000) * 0.1).detach().double()
+    torch.testing.assert_close(emb.mean(0), torch.zeros(6, dtype=torch.float64), atol=1e-5, rtol=0)
+    torch.testing.assert_close(emb.var(0, unbiased=False), torch.ones(6, dtype=torch.float64), atol=1e-3, rtol=0)
+    assert param_count(cfg) == _count_by_hand(cfg)  # no affine parameters

@@ -206,3 +206,15 @@ def test_global_torch_settings_are_restored(tmp_path, datadir):
     det = torch.are_deterministic_algorithms_enabled()
     train(_config(tmp_path, datadir, "", steps=1), tmp_path / "exp")
     assert torch.get_num_threads() == threads and torch.are_deterministic_algorithms_enabled() == det
+
+
+def test_demo_base_config(tmp_path, datadir):
+    from importlib import resources
+
+    path = resources.files("jeffreys").joinpath("conf/demo.yaml")
+    cfg = load_train_config(path, [f"data.train={datadir}"])
+    assert cfg.model.preset == "demo" and cfg.model.resolve().embed_bn
+    assert (cfg.head.kind, cfg.head.scale, cfg.head.margin) == ("aam", 30.0, 0.2)
+    overrides = tiny_overrides(datadir, f"data.augment.cache_dir={tmp_path / 'cache'}", "data.augment.simulated_rirs=2", steps=2)
+    train(load_train_config(path, overrides), tmp_path / "exp")
+    assert load_bundle(tmp_path / "exp" / "model.pt").config["embed_bn"]

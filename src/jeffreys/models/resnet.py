@@ -4,7 +4,7 @@ The network is the ResNet-34 variant used in speaker recognition (WeSpeaker, the
 authors): a 3×3 stem convolution over the (mel, frame) plane, four stages of basic blocks
 (3-4-6-3 for ResNet-34) with strides 1-2-2-2, statistics pooling (mean and standard
 deviation over time of every channel × remaining-frequency row) and one linear layer giving
-the embedding. Widths, depths, strides, input and embedding sizes come from
+the embedding (batch-normalised with ``embed_bn``, as the demo preset does). Widths, depths, strides, input and embedding sizes come from
 :class:`ResNetConfig`; :data:`PRESETS` names the paper's model, the WeSpeaker ResNet-34 and
 a small CPU model for the demo.
 """
@@ -31,6 +31,11 @@ class ResNetConfig:
     sample_rate: int = 16000
     stem_width: int | None = None  # None: widths[0]
     stem_stride: int = 1  # 2 quarters the cost of every later layer (CPU presets)
+    # BatchNorm1d (no affine) on the embedding. The cosine heads are blind to the embedding's
+    # norm, so its gradient is orthogonal to it and SGD inflates it step after step, which
+    # shrinks the effective learning rate; the norm layer pins it. Big, long runs cope
+    # without (the paper's model has none); short CPU runs do not learn without it (README).
+    embed_bn: bool = False
 
     def __post_init__(self) -> None:
         n = len(self.widths)
@@ -66,9 +71,11 @@ PRESETS: dict[str, ResNetConfig] = {
     "paper": ResNetConfig(),
     # WeSpeaker's ResNet-34 (m_channels 32), 80 fbanks.
     "wespeaker": ResNetConfig(widths=[32, 64, 128, 256], num_mel_bins=80),
-    # CPU demo model: one block per stage, stride-2 stem, 40 fbanks (see README, measured).
+    # CPU demo model: one block per stage, stride-2 stem, 40 fbanks, normalised embedding
+    # (see README, measured).
     "demo": ResNetConfig(
-        widths=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_mel_bins=40, embed_dim=128, stem_stride=2
+        widths=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_mel_bins=40, embed_dim=128, stem_stride=2,
+        embed_bn=True,
     ),
 }
 
@@ -130,6 +137,7 @@ class ResNetEmbedder(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.pool = StatsPool()
         self.embedding = nn.Linear(cfg.stats_dim, cfg.embed_dim)
+        self.embed_norm = nn.BatchNorm1d(cfg.embed_dim, affine=False) if cfg.embed_bn else nn.Identity()
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -141,7 +149,7 @@ class ResNetEmbedder(nn.Module):
         x = self.stages(self.stem(x))
         b, c, f, t = x.shape
         stats = self.pool(x.reshape(b, c * f, t))
-        return self.embedding(stats)
+        return self.embed_norm(self.embedding(stats))
 
 
 class SpeakerModel(nn.Module):
