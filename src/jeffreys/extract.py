@@ -71,6 +71,14 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return dev
 
 
+def prepare_model(model, device: torch.device, channels_last: bool = True):
+    """Move ``model`` to ``device`` (in place) and, with ``channels_last``, store its
+    convolution weights channels-last: measured 1.3-1.4x faster extraction on CPU
+    (benchmarks/extract.py), same results to float rounding."""
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
 # --------------------------------------------------------------------------- pieces
 
 
@@ -98,10 +106,10 @@ class PieceBatcher:
     """Embeds pieces of waveforms in pad-free batches and averages them per utterance.
 
     ``add(index, wave)`` queues the pieces of utterance ``index``; a batch runs as soon as
-    one more piece would take it over ``batch_seconds`` of audio, or, when more than that is queued in all, the
-    batch of the shortest pieces runs (input arrives sorted by duration, so that group is
-    the least likely to grow). ``finish()`` runs the rest and returns the
-    ``[n, embed_dim]`` float32 matrix.
+    one more piece would take it over ``batch_seconds`` of audio, or, when more than that
+    is queued in all, the batch of the shortest pieces runs (input arrives sorted by
+    duration, so that group is the least likely to grow). ``finish()`` runs the rest and
+    returns the ``[n, embed_dim]`` float32 matrix.
     """
 
     def __init__(
@@ -126,7 +134,7 @@ class PieceBatcher:
             raise InputError(f"crop_fraction must be in [0, 1), got {crop_fraction}")
         self.names = list(names)
         self.device = torch.device(device)
-        self.forward = forward or model
+        self.forward = forward if forward is not None else model
         self.budget = int(batch_seconds * self.sr)
         self.max_chunk = int(max_chunk_seconds * self.sr)
         self.crop_fraction = crop_fraction
@@ -168,6 +176,8 @@ class PieceBatcher:
     def finish(self) -> np.ndarray:
         for length in sorted(self.pending):
             self._run(length)
+        if not self.names:
+            return np.zeros((0, 0), dtype=np.float32)
         missing = np.flatnonzero(self.weights == 0)
         if missing.size:
             raise RuntimeError(f"utterance {self.names[missing[0]]!r} was never embedded")  # a bug, not bad input
@@ -198,11 +208,12 @@ def embed_waves(
     batch_seconds: float = DEFAULT_BATCH_SECONDS,
     max_chunk_seconds: float = DEFAULT_MAX_CHUNK_SECONDS,
     crop_fraction: float = 0.0,
+    channels_last: bool = True,
 ) -> np.ndarray:
     """Embeddings ``[len(waves), dim]`` of in-memory waveforms (model rate, [-1, 1]), same policy as :func:`extract`."""
     model, _ = resolve_model(model)
     dev = resolve_device(device)
-    model = model.to(dev)
+    model = prepare_model(model, dev, channels_last)
     names = list(names) if names is not None else [f"#{i}" for i in range(len(waves))]
     batcher = PieceBatcher(
         model, names, device=dev, batch_seconds=batch_seconds, max_chunk_seconds=max_chunk_seconds, crop_fraction=crop_fraction
@@ -277,6 +288,7 @@ def extract(
     num_workers: int = 2,
     allow_pipes: bool = False,
     compile: bool = False,
+    channels_last: bool = True,
     progress: bool = True,
 ) -> tuple[list[str], np.ndarray]:
     """Embeddings of every utterance of ``datadir``; returns (sorted utterance ids, ``[n, dim]`` float32).
@@ -285,7 +297,8 @@ def extract(
     written with ``write_embeddings(out, ids, matrix, fmt)`` unless None. ``mean_out``: the
     float32 mean embedding as .npy; ``store_mean``: the mean into the bundle's meta
     (``meta["mean"]``; needs ``model`` to be a path). ``compile``: ``torch.compile`` the model
-    (dynamic shapes; pays off on large sets, see benchmarks/extract.py).
+    (dynamic shapes; pays off on large sets, see benchmarks/extract.py). ``channels_last``:
+    see :func:`prepare_model`.
     """
     from .audio import load_utterance
     from .data.datadir import DataDir, read_datadir
@@ -297,7 +310,7 @@ def extract(
         raise InputError("store_mean needs the model as a bundle path, to rewrite its meta")
     dd = datadir if isinstance(datadir, DataDir) else read_datadir(datadir, allow_pipes=allow_pipes)
     dev = resolve_device(device)
-    model = model.to(dev)
+    model = prepare_model(model, dev, channels_last)
     forward = torch.compile(model, dynamic=True) if compile else model
     ids = dd.utts
     index = {u: i for i, u in enumerate(ids)}
@@ -382,6 +395,7 @@ def cli_extract(argv: list[str]) -> int:
     add_policy_arguments(p)
     p.add_argument("--num-workers", type=int, default=2, help="audio-reading threads (default 2; 0: read in the main thread)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (worth it for large sets)")
+    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="keep the default (contiguous) memory format")
     p.add_argument("--allow-pipes", action="store_true", help="run `cmd |` wav.scp entries (without a shell)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
@@ -399,6 +413,7 @@ def cli_extract(argv: list[str]) -> int:
         num_workers=a.num_workers,
         allow_pipes=a.allow_pipes,
         compile=a.compile,
+        channels_last=a.channels_last,
         progress=not a.quiet,
     )
     print(f"jeffreys extract: {len(ids)} embeddings of dimension {matrix.shape[1]} -> {a.out}")
@@ -412,5 +427,6 @@ __all__ = [
     "chunk_bounds",
     "grid_frames",
     "resolve_model",
+    "prepare_model",
     "cli_extract",
 ]
