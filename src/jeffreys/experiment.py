@@ -213,8 +213,8 @@ class Stamps:
 class Progress:
     """One line per stage, with the elapsed wall time; everything also goes to ``log.txt``."""
 
-    def __init__(self, out: Path, quiet: bool = False):
-        self.t0 = time.monotonic()
+    def __init__(self, out: Path, quiet: bool = False, t0: float | None = None):
+        self.t0 = time.monotonic() if t0 is None else t0
         self.quiet = quiet
         self.log = open(Path(out) / "log.txt", "a", encoding="utf-8")
 
@@ -320,8 +320,14 @@ def run_training(jobs: list[TrainJob], parallel: int, stamps: Stamps, log) -> No
 
     threads = max(1, (os.cpu_count() or 1) // parallel)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    import signal
+
+    def _terminate(signum, frame):  # SIGTERM: stop the children too (the finally below)
+        raise SystemExit(128 + signum)
+
     queue, running = list(jobs), {}
     last_status = time.monotonic()
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading_main() else None
     try:
         while queue or running:
             while queue and len(running) < parallel:
@@ -354,6 +360,14 @@ def run_training(jobs: list[TrainJob], parallel: int, stamps: Stamps, log) -> No
             proc.kill()
             proc.wait()
             outf.close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def threading_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 def _last_line(path: Path) -> str:
@@ -448,47 +462,15 @@ def eer_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(cand[np.argmin(np.abs(pmiss - pfa))])
 
 
-def read_models(path: Path) -> dict[str, list[str]]:
-    """A data dir's ``models`` file (``MODEL UTT1 [UTT2 ...]``: multi-utterance enrolment, SdSV)."""
-    from .data.datadir import read_table
-
-    out: dict[str, list[str]] = {}
-    for n, parts in read_table(path, 2, None):
-        if parts[0] in out:
-            raise InputError(f"{path}:{n}: duplicate model {parts[0]!r}")
-        out[parts[0]] = parts[1:]
-    return out
-
-
-def enrol_table(ids: list[str], mat: np.ndarray, datadir: Path) -> tuple[list[str], np.ndarray]:
-    """Utterance embeddings plus, when the data dir has ``models`` naming enrolment models
-    that are not utterances, one row per model: the mean of its utterances' embeddings."""
-    mfile = Path(datadir) / "models"
-    if not mfile.is_file():
-        return ids, mat
-    index = {u: i for i, u in enumerate(ids)}
-    extra_ids, rows = [], []
-    for model, utts in read_models(mfile).items():
-        if model in index:
-            continue  # SITW-style map: the model *is* its enrolment utterance
-        missing = [u for u in utts if u not in index]
-        if missing:
-            raise InputError(f"{mfile}: model {model!r}: utterance {missing[0]!r} has no embedding")
-        extra_ids.append(model)
-        rows.append(np.mean([mat[index[u]] for u in utts], axis=0, dtype=np.float64))
-    if not extra_ids:
-        return ids, mat
-    return ids + extra_ids, np.concatenate([mat, np.asarray(rows, dtype=mat.dtype)])
-
-
 def _score(ids, mat, mean, trials_path: Path, datadir: Path):
-    """Centred cosine scores of a trial list: (Trials, scores)."""
+    """Centred cosine scores of a trial list: (Trials, scores). A data dir's ``models`` file
+    (``MODEL UTT1 UTT2 ...``, SdSV) lets trials name models enrolled by several utterances."""
     from .data.trials import read_trials
     from .scoring import cosine_scores
 
     trials = read_trials(trials_path)
-    table = enrol_table(list(ids), np.asarray(mat), datadir)
-    return trials, cosine_scores(table, None, trials, mean=mean)
+    models = Path(datadir) / "models"
+    return trials, cosine_scores((list(ids), np.asarray(mat)), None, trials, mean=mean, models=models if models.is_file() else None)
 
 
 def _write_scores(path: Path, trials, scores: np.ndarray) -> None:
@@ -551,8 +533,10 @@ class SystemRun:
     train_labels: np.ndarray | None
 
 
-def run_experiment(cfg: ExperimentConfig, out: str | Path, *, quiet: bool = False) -> dict:
-    """Run (or finish) the experiment into ``out``; return the content of ``results.json``."""
+def run_experiment(cfg: ExperimentConfig, out: str | Path, *, quiet: bool = False, t0: float | None = None) -> dict:
+    """Run (or finish) the experiment into ``out``; return the content of ``results.json``.
+
+    ``t0``: a ``time.monotonic()`` origin for the progress clock (default: now)."""
     from .data.datadir import read_datadir
     from .models import load_bundle
 
@@ -560,7 +544,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, quiet: bool = Fals
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out / "experiment.yaml")
     stamps = Stamps(out)
-    log = Progress(out, quiet=quiet)
+    log = Progress(out, quiet=quiet, t0=t0)
     t_start = time.monotonic()
     try:
         evals = []

@@ -1,0 +1,58 @@
+"""`jeffreys demo --quick`: every stage of the demo on a tiny corpus, then the saved model in use."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jeffreys.cli import main
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--seed", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "| AAM-Jeffreys |" in printed and "bootstrap interval" in printed
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["systems"]) == ["aam", "aam_ls_wd", "aam_ls", "aam_jeffreys"]
+    domains = {k: v["domain"] for k, v in res["eval_sets"].items()}
+    assert domains == {"in_domain": "in", "other_lang": "out", "telephone": "out", "reverberant": "out"}
+    for f in ["table.md", "table.csv", "gains.png", "det_in_domain.png", "det_telephone.png",
+              "probe_eer_vs_top.png", "probe_outputs.png", "nontarget_reverberant.png", "model.pt"]:
+        assert (out / f).is_file(), f
+    # Each system trained with its own loss and weight decay (the config as run is kept).
+    import yaml
+
+    ran = {s: yaml.safe_load((out / "systems" / s / "train" / "config.yaml").read_text()) for s in res["systems"]}
+    assert [ran[s]["loss"]["kind"] for s in res["systems"]] == ["ce", "ls", "ls", "jeffreys"]
+    assert [ran[s]["optim"]["weight_decay"] > 0 for s in res["systems"]] == [True, True, False, False]
+    assert ran["aam_jeffreys"]["loss"]["alpha"] == 0.1 and ran["aam_jeffreys"]["loss"]["beta"] == 0.025
+
+    # The saved model carries the centring mean and the in-domain EER threshold, and works
+    # with `jeffreys verify` (exit 0 same speaker, 1 different).
+    from jeffreys.data.datadir import read_datadir
+    from jeffreys.models import load_bundle
+
+    b = load_bundle(out / "model.pt")
+    mean = np.load(out / "systems" / "aam_jeffreys" / "mean.npy")
+    assert np.allclose(b.meta["mean"], mean) and b.meta["threshold"] == res["systems"]["aam_jeffreys"]["eval"]["in_domain"]["eer_threshold"]
+    dd = read_datadir(out / "corpus" / "in_domain")
+    utt = dd.utts[0]
+    rc = main(["verify", str(out / "model.pt"), dd.wav[utt], dd.wav[utt]])
+    assert rc == 0  # an utterance against itself: cosine 1 is above any threshold
+
+    # A re-run reuses the corpus and every trained model and stamped stage.
+    assert main(["demo", "--quick", "--out", str(out), "--seed", "1"]) == 0
+    log = capsys.readouterr().out
+    assert "corpus: reusing" in log and "trained model found" in log and "extracting" not in log
+
+
+def test_demo_help():
+    r = subprocess.run([sys.executable, "-m", "jeffreys", "demo", "--help"], capture_output=True, text=True)
+    assert r.returncode == 0 and "--quick" in r.stdout and "Table 1" in r.stdout
