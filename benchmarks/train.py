@@ -1,10 +1,10 @@
 """Training-step throughput (samples/s) of each model preset, next to a plain PyTorch ResNet.
 
 For each preset: one SGD step (forward, AAM head, Jeffreys loss, backward, update) of
-``jeffreys.models.SpeakerModel`` on a batch of waveform chunks, as ``jeffreys train`` does it
-(fbank front-end included, channels_last as the trainer's default), and the same step of a
-plain ResNet of the same shape written below from torch.nn only (NCHW, features computed
-outside the timed step, cosine head + F.cross_entropy). Median over the timed steps after one
+``jeffreys.models.SpeakerModel`` on a batch of precomputed features (channels_last, the
+trainer's default), the same step of a plain ResNet of the same shape written below from
+torch.nn only (NCHW, cosine head + F.cross_entropy), and our whole step from waveforms as
+``jeffreys train`` runs it (fbank front-end included). Median over the timed steps after one
 warm-up step, best of two alternating rounds; wall-clock and process-CPU-time throughputs
 (the latter is what a shared, loaded machine can still measure). Prints JSON.
 
@@ -84,7 +84,7 @@ def _time_steps(step, n: int) -> tuple[float, float]:
     return statistics.median(wall), statistics.median(cpu)
 
 
-def bench_ours(cfg, batch, seconds, steps, compile_=False):
+def bench_ours(cfg, batch, seconds, steps, compile_=False, fbank=True):
     torch.manual_seed(0)
     model = SpeakerModel(cfg).to(memory_format=torch.channels_last)
     head = build_head("aam", cfg.embed_dim, NUM_CLASSES, 30.0, 0.2)
@@ -92,11 +92,13 @@ def bench_ours(cfg, batch, seconds, steps, compile_=False):
     opt = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.1, momentum=0.9)
     net = torch.compile(model) if compile_ else model
     waves = torch.randn(batch, int(seconds * cfg.sample_rate)) * 0.1
+    feats = model.features(waves)
     labels = torch.randint(0, NUM_CLASSES, (batch,))
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss_fn(head(net(waves), labels).float(), labels).backward()
+        emb = net(waves) if fbank else model.embed_features(feats)
+        loss_fn(head(emb, labels).float(), labels).backward()
         opt.step()
 
     return _time_steps(step, steps)
@@ -129,17 +131,20 @@ def main() -> None:
     for name in args.presets.split(","):
         cfg = PRESETS[name]
         batch, seconds, steps = SETTINGS[name]
-        o, p = [], []
+        o, p, f = [], [], []
         for _ in range(ROUNDS):
-            o.append(bench_ours(cfg, batch, seconds, steps))
+            o.append(bench_ours(cfg, batch, seconds, steps, fbank=False))
             p.append(bench_plain(cfg, batch, seconds, steps))
-        (ours, ours_cpu), (plain, plain_cpu) = [tuple(map(min, zip(*r))) for r in (o, p)]
+            f.append(bench_ours(cfg, batch, seconds, steps))
+        (ours, ours_cpu), (plain, plain_cpu), (full, full_cpu) = [tuple(map(min, zip(*r))) for r in (o, p, f)]
         row = {
             "preset": name, "parameters": param_count(cfg), "batch": batch, "chunk_seconds": seconds,
             "ours_samples_per_s": round(batch / ours, 2), "plain_samples_per_s": round(batch / plain, 2),
             "ours_over_plain": round(plain / ours, 3),
             # On a shared machine wall time depends on the other jobs; CPU time much less so.
             "ours_samples_per_cpu_s": round(batch / ours_cpu, 2), "plain_samples_per_cpu_s": round(batch / plain_cpu, 2),
+            # the whole step of `jeffreys train`: fbank of the waveforms included
+            "ours_with_fbank_samples_per_s": round(batch / full, 2), "ours_with_fbank_samples_per_cpu_s": round(batch / full_cpu, 2),
         }
         if args.compile:
             wall, cpu = bench_ours(cfg, batch, seconds, steps, True)
