@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ._fused import JeffreysRows, row_stats
+from ._fused import JeffreysRows, term_rows
 
 TargetWeight = Literal["paper", "reference"]
 Reduction = Literal["mean", "sum", "none"]
@@ -54,6 +54,10 @@ def _reduce(rows: Tensor, reduction: str) -> Tensor:
     if reduction == "sum":
         return rows.sum()
     return rows
+
+
+def _term_means(rows: Tensor) -> dict[str, Tensor]:
+    return dict(zip(("ce", "ls", "jeffreys"), rows.mean(dim=0).unbind()))
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -101,23 +105,24 @@ class JeffreysLoss(nn.Module):
 
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
         check_logits_labels(logits, labels)
-        means: dict[str, Tensor] = {}
-        out = JeffreysRows.apply(logits, labels, self.ce_weight, self.alpha, self.beta, self.reduction, means)
-        # terms() on these same, unmodified tensors reuses the means instead of a second pass.
-        self._last_means = (weakref.ref(logits), logits._version, weakref.ref(labels), labels._version, means)
+        cache: dict[str, Tensor] = {}
+        out = JeffreysRows.apply(logits, labels, self.ce_weight, self.alpha, self.beta, self.reduction, cache)
+        # terms() on these same, unmodified tensors averages the forward's rows (no second pass).
+        # (Set through __dict__: nn.Module.__setattr__ costs more than this whole bookkeeping.)
+        self.__dict__["_last_rows"] = (weakref.ref(logits), logits._version, weakref.ref(labels), labels._version, cache)
         return out
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_last_means"}  # weakrefs do not pickle
+        return {k: v for k, v in self.__dict__.items() if k != "_last_rows"}  # weakrefs do not pickle
 
     def _cached_means(self, logits: Tensor, labels: Tensor) -> dict[str, Tensor] | None:
-        last = getattr(self, "_last_means", None)
+        last = getattr(self, "_last_rows", None)
         if last is None:
             return None
-        logits_ref, logits_version, labels_ref, labels_version, means = last
+        logits_ref, logits_version, labels_ref, labels_version, cache = last
         if (logits_ref() is logits and logits._version == logits_version and labels_ref() is labels
-                and labels._version == labels_version and len(means) == 3):
-            return means
+                and labels._version == labels_version and "terms" in cache):
+            return _term_means(cache["terms"])  # averaged only when asked, not at every step
         return None
 
     @torch.no_grad()
@@ -132,8 +137,7 @@ class JeffreysLoss(nn.Module):
         means = self._cached_means(logits, labels)
         if means is None:
             check_logits_labels(logits, labels)
-            s = row_stats(logits.detach(), labels)
-            means = {"ce": s.ce.mean(), "ls": s.ls.mean(), "jeffreys": s.jeffreys.mean()}
+            means = _term_means(term_rows(logits.detach(), labels))
         out = {k: v.detach().float() for k, v in means.items()}
         out["total"] = self.ce_weight * out["ce"] + self.alpha * out["ls"] + self.beta * out["jeffreys"]
         return out
