@@ -144,10 +144,10 @@ class ExperimentConfig:
 def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Read an experiment config; relative paths in it are resolved against its directory."""
     path = Path(path)
-    return resolve_paths(load_config(ExperimentConfig, path, overrides), path.parent)
+    return resolve_paths(load_config(ExperimentConfig, path, overrides), path.parent, source=str(path))
 
 
-def resolve_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
+def resolve_paths(cfg: ExperimentConfig, base: Path, source: str = "") -> ExperimentConfig:
     """Expand ``~`` and ``${VAR}`` (environment) in paths and make them absolute from ``base``."""
 
     def res(p: str | None) -> str | None:
@@ -155,7 +155,7 @@ def resolve_paths(cfg: ExperimentConfig, base: Path) -> ExperimentConfig:
             return None
         q = os.path.expandvars(os.path.expanduser(p))
         if "$" in q:
-            raise InputError(f"path {p!r}: environment variable not set ({q!r})")
+            raise InputError(f"{source or 'experiment config'}: path {p!r}: environment variable not set ({q!r})")
         return str((base / q).resolve())
 
     for s in cfg.systems:
