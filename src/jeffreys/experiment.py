@@ -740,7 +740,7 @@ def report(cfg: ExperimentConfig, out: Path, results: dict, runs: dict, scored: 
         return
     if len(cfg.systems) > 1:
         rep.plot_gains(table, labels[base], out / "gains.png", p_target=m.p_target,
-                       title=f"Relative gains over {labels[base]} (" + ", ".join(f"{e.name}: {e.domain or '?'}-domain" for e in evals) + ")")
+                       title=f"Relative gains over {labels[base]}" + _domains_note(evals))
     # Figs. 4-5: DET curves per evaluation set, and the non-target score tails.
     for e in evals:
         per = {labels[s.name]: (scored[(s.name, e.name)][1], scored[(s.name, e.name)][0].label) for s in cfg.systems}
@@ -761,6 +761,14 @@ def report(cfg: ExperimentConfig, out: Path, results: dict, runs: dict, scored: 
     if examples:
         plot_output_examples(examples, out / "probe_outputs")
     log(f"report: {out / 'table.md'}, figures in {out}")
+
+
+def _domains_note(evals: list[EvalSpec]) -> str:
+    """'; in-domain: a, b; out-of-domain: c' for titles (empty when no domain is given)."""
+    parts = []
+    for dom in dict.fromkeys(e.domain for e in evals if e.domain):
+        parts.append(f"{dom}-domain: " + ", ".join(e.name for e in evals if e.domain == dom))
+    return "\n" + "; ".join(parts) if parts else ""
 
 
 def _output_examples(runs: list[SystemRun], n_utts: int = 2) -> list[dict]:
