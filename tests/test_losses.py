@@ -417,3 +417,16 @@ def test_terms_after_forward_reuse_its_means():
     # the cache does not stop a loss from being pickled (torch.save of a whole module)
     again = pickle.loads(pickle.dumps(loss))
     assert again._cached_means(z, y) is None and again.alpha == loss.alpha
+
+
+@pytest.mark.parametrize("alpha", [5e-324, 1e-300, 1e-30, 1e-12])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_tiny_alpha_is_finite_and_continuous(alpha, dtype):
+    # Found by hypothesis: a subnormal alpha made the folded shift 1/f infinite (NaN loss).
+    z = torch.tensor([[0.12573022, -0.13210486], [3.0, -2.0]], dtype=dtype, requires_grad=True)
+    y = torch.tensor([0, 1])
+    loss = JeffreysLoss(alpha, 0.25, "reference", "none")(z, y)
+    loss.sum().backward()
+    want = JeffreysLoss(0.0, 0.25, "reference", "none")(z.detach(), y)
+    assert torch.isfinite(loss).all() and torch.isfinite(z.grad).all()
+    torch.testing.assert_close(loss.detach(), want, rtol=1e-5, atol=1e-6)

@@ -50,6 +50,9 @@ from torch.autograd.function import once_differentiable
 
 # Largest alpha / beta for which c is folded into p*z (the paper's is 4: 2 bits of E).
 MAX_FOLD_RATIO = 8.0
+# Smallest f folded: Y = Z - P*z / f must stay finite in float32 for |z| up to ~1e4 (a
+# subnormal alpha gave 1/f = inf and a NaN loss); below it the unfolded path is exact.
+MIN_FOLD = 1e-12
 
 # Rows per block of the forward pass: x, P and Y of a block (3 x 4 bytes x this many
 # elements, 1.5 MB) stay in a 2 MB L2 cache between the passes over it.
@@ -211,6 +214,7 @@ class JeffreysRows(torch.autograd.Function):
                 terms_out: dict | None = None):
         batch, num_classes = logits.shape
         fold = alpha / (beta * (num_classes - 1)) if beta and alpha <= MAX_FOLD_RATIO * beta else 0.0
+        fold = fold if fold >= MIN_FOLD else 0.0
         scale = 1.0 / batch if reduction == "mean" and batch else 1.0
         with _no_autocast(logits.device.type):
             s = row_stats(logits, labels, w, alpha, beta, alpha != 0.0, beta != 0.0, fold, scale)
