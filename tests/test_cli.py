@@ -36,3 +36,37 @@ def test_each_command_has_help(name, capsys):
         main([name, "--help"])
     assert e.value.code == 0
     assert f"jeffreys {name}" in capsys.readouterr().out
+
+
+def test_error_from_a_dataloader_worker_prints_one_line(tmp_path, capsys):
+    # torch re-raises a worker's exception with the worker's traceback as its message.
+    from torch.utils.data import DataLoader, Dataset
+
+    from jeffreys.errors import InputError
+
+    class Bad(Dataset):
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            raise InputError(f"{tmp_path}/wav.scp:3: audio file of 'u1' not found")
+
+    with pytest.raises(InputError) as e:
+        next(iter(DataLoader(Bad(), num_workers=1)))
+    assert "\n" in str(e.value)  # what torch hands back
+
+    import jeffreys.cli as cli
+
+    def fake(argv):
+        raise e.value
+
+    module = type(sys)("fake_stage")
+    module.cli_fake = fake
+    sys.modules["fake_stage"] = module
+    cli.COMMANDS["fake"] = ("fake_stage", "test only")
+    try:
+        assert cli.main(["fake"]) == 2
+    finally:
+        del cli.COMMANDS["fake"], sys.modules["fake_stage"]
+    err = capsys.readouterr().err
+    assert err == f"jeffreys fake: error: {tmp_path}/wav.scp:3: audio file of 'u1' not found\n"

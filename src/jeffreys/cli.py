@@ -44,6 +44,18 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _one_line(error: Exception) -> str:
+    """The error's message on one line. An error raised in a DataLoader worker comes back
+    re-raised with the worker's whole traceback as its message; its last line is
+    ``jeffreys.errors.InputError: MESSAGE``, the one the user needs."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(error).__name__
+    last = lines[-1]
+    prefix = f"{type(error).__module__}.{type(error).__name__}: "
+    return last[len(prefix):] if last.startswith(prefix) else " ".join(x.strip() for x in lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -60,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(getattr(module, f"cli_{name}")(rest) or 0)
     except JeffreysError as e:
-        print(f"jeffreys {name}: error: {e}", file=sys.stderr)
+        print(f"jeffreys {name}: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"jeffreys {name}: interrupted", file=sys.stderr)
