@@ -83,3 +83,18 @@ def test_cli_det(tmp_path, capsys):
     assert out.read_bytes()[:4] == b"\x89PNG" and (tmp_path / "det.pdf").read_bytes()[:5] == b"%PDF-"
     assert main(["det", *files, "--trials", str(tmp_path / "trials"), "--labels", "A", "--out", str(out)]) == 2
     assert "1 --labels for 2 scores files" in capsys.readouterr().err
+
+
+def test_table_markdown_prints_bootstrap_intervals():
+    from jeffreys.report import table_markdown
+
+    results = {
+        "A": {"s": {"eer": 0.05, "min_dcf": {0.01: 0.5},
+                    "ci": {"eer": (0.04, 0.061), "min_dcf": {0.01: (0.41, 0.6)}}}},
+        "B": {"s": {"eer": 0.07, "min_dcf": {"0.01": 0.4}, "ci": {"eer": [0.05, 0.09], "min_dcf": [0.3, 0.5]}}},
+        "C": {"s": {"eer": 0.06, "min_dcf": {0.01: 0.45}}},
+    }
+    md = table_markdown(results, 0.01)
+    assert "| A | **5.00** [4.00, 6.10] | 0.500 [0.410, 0.600] |" in md
+    assert "| B | 7.00 [5.00, 9.00] | **0.400** [0.300, 0.500] |" in md
+    assert "| C | 6.00 | 0.450 |" in md

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import shutil
 import sys
@@ -41,6 +40,7 @@ import numpy as np
 
 from .config import from_dict, load_config, load_yaml, save_config, to_dict
 from .errors import InputError
+from .metrics import jsonable
 from .probe import TopRule
 
 # --------------------------------------------------------------------------- config schema
@@ -649,7 +649,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, quiet: bool = Fals
         results["wall_seconds"] = round(time.monotonic() - t_start, 1)
         results["config"] = to_dict(cfg)
         tmp = out / "results.json.tmp"
-        tmp.write_text(json.dumps(_jsonable(results), indent=2))
+        tmp.write_text(json.dumps(jsonable(results), indent=2))
         os.replace(tmp, out / "results.json")
         log(f"results: {out / 'results.json'}, table: {out / 'table.md'}")
         return results
@@ -657,48 +657,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, quiet: bool = Fals
         log.close()
 
 
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 # --------------------------------------------------------------------------- report
-
-
-def table_rows(cfg: ExperimentConfig, results: dict, evals: list[EvalSpec]) -> tuple[list[str], list[list[str]]]:
-    """Table 1's shape: one row per system, EER (%) and minDCF per evaluation set, with intervals."""
-    header = ["System"]
-    for e in evals:
-        dom = f" ({e.domain})" if e.domain else ""
-        header += [f"{e.name}{dom} EER %", f"{e.name}{dom} minDCF"]
-    rows = []
-    for s in cfg.systems:
-        r = results["systems"][s.name]
-        row = [r["label"]]
-        for e in evals:
-            m = r["eval"][e.name]
-            ci = m.get("ci")
-            eer = f"{100 * m['eer']:.2f}"
-            dcf = f"{m['min_dcf']:.3f}"
-            if ci:
-                eer += f" [{100 * ci['eer'][0]:.2f}, {100 * ci['eer'][1]:.2f}]"
-                dcf += f" [{ci['min_dcf'][0]:.3f}, {ci['min_dcf'][1]:.3f}]"
-            row += [eer, dcf]
-        rows.append(row)
-    return header, rows
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def report(cfg: ExperimentConfig, out: Path, results: dict, runs: dict, scored: dict, evals: list[EvalSpec], log) -> None:
@@ -707,13 +666,21 @@ def report(cfg: ExperimentConfig, out: Path, results: dict, runs: dict, scored: 
     from . import report as rep
     from .probe import plot_eer_vs_top, plot_nontarget_scores, plot_output_examples
 
-    header, rows = table_rows(cfg, results, evals)
-    md = markdown_table(header, rows)
     m = cfg.metrics
-    note = f"EER in %, minDCF at p_target = {m.p_target:g}"
+    base = cfg.baseline or cfg.systems[0].name
+    labels = {s.name: s.label or s.name for s in cfg.systems}
+    # The results structure of jeffreys.report, evaluation sets titled with their domain.
+    shown = {e.name: f"{e.name} ({e.domain})" if e.domain else e.name for e in evals}
+    cells = {
+        labels[s.name]: {shown[e.name]: {**results["systems"][s.name]["eval"][e.name],
+                                         "min_dcf": {m.p_target: results["systems"][s.name]["eval"][e.name]["min_dcf"]}}
+                         for e in evals}
+        for s in cfg.systems
+    }
+    md = rep.table_markdown(cells, m.p_target)
     if m.n_boot > 0:
-        note += f"; [{100 * m.ci:g} % bootstrap interval, {m.n_boot} replicates, resampling by {m.by}]"
-    (out / "table.md").write_text(md + "\n" + note + "\n")
+        md += f"[{100 * m.ci:g} % bootstrap interval, {m.n_boot} replicates, resampling by {m.by}]\n"
+    (out / "table.md").write_text(md)
     with open(out / "table.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["system", "eval_set", "domain", "eer", "eer_lo", "eer_hi", "min_dcf", "min_dcf_lo", "min_dcf_hi", "cllr", "mean_top_speakers", "mean_entropy_nats"])
@@ -725,14 +692,8 @@ def report(cfg: ExperimentConfig, out: Path, results: dict, runs: dict, scored: 
                 w.writerow([s.name, e.name, e.domain, r["eer"], *(ci.get("eer") or ["", ""]), r["min_dcf"], *(ci.get("min_dcf") or ["", ""]), r["cllr"], pr.get("mean_top_speakers", ""), pr.get("mean_entropy_nats", "")])
     results["table_markdown"] = md
 
-    base = cfg.baseline or cfg.systems[0].name
-    labels = {s.name: s.label or s.name for s in cfg.systems}
-    # Fig. 3: relative gains of every other system over the baseline (results structure of jeffreys.report).
-    table = {
-        labels[s.name]: {e.name: {"eer": results["systems"][s.name]["eval"][e.name]["eer"],
-                                  "min_dcf": {m.p_target: results["systems"][s.name]["eval"][e.name]["min_dcf"]}} for e in evals}
-        for s in cfg.systems
-    }
+    # Fig. 3: relative gains of every other system over the baseline.
+    table = {label: {e.name: per[shown[e.name]] for e in evals} for label, per in cells.items()}
     if len(cfg.systems) > 1:
         results["gains"] = rep.relative_gains(table, labels[base], m.p_target)
     if not cfg.figures:

@@ -7,7 +7,10 @@ The *results* structure that the tables and the gain chart read is a nested dict
 
 i.e. ``{"AAM-Softmax": {"VoxCeleb1-O": {"eer": 0.0093, "min_dcf": {0.01: 0.095}, ...}, ...},
 ...}``. Only ``"eer"`` and ``"min_dcf"`` (a dict p_target -> value) are read, so a dict
-loaded back from JSON (keys ``"0.01"``) works too. Systems are rows in dict order,
+loaded back from JSON (keys ``"0.01"``) works too. A cell may also carry bootstrap
+intervals, ``"ci": {"eer": (lo, hi), "min_dcf": (lo, hi) or {p_target: (lo, hi)}}`` (the
+shape of :func:`jeffreys.metrics.bootstrap_ci`), printed after the value in the Markdown
+table. Systems are rows in dict order,
 evaluation sets columns in order of first appearance (or as given by ``evalsets=``).
 EER is printed in percent, minDCF as a fraction, as in Table 1.
 """
@@ -47,14 +50,30 @@ def _evalsets(results: Mapping, evalsets: Sequence[str] | None) -> list[str]:
     return list(seen)
 
 
+def _interval(ci: Mapping | None, key: str, p_target: float) -> tuple[float, float] | None:
+    if not ci or ci.get(key) is None:
+        return None
+    v = ci[key]
+    if isinstance(v, Mapping):
+        v = next((iv for k, iv in v.items() if float(k) == p_target), None)
+    return None if v is None else (float(v[0]), float(v[1]))
+
+
 def _rows(results: Mapping, p_target: float, evalsets: Sequence[str] | None):
+    """(sets, [(system, [(eer, min_dcf, eer_interval, dcf_interval) per set])]); Nones where a
+    system lacks a set or a cell has no intervals."""
     sets = _evalsets(results, evalsets)
     rows = []
     for system, per_set in results.items():
         vals = []
         for e in sets:
             cell = per_set.get(e)
-            vals.append((None, None) if cell is None else (float(cell["eer"]), _dcf(cell, p_target)))
+            if cell is None:
+                vals.append((None, None, None, None))
+                continue
+            ci = cell.get("ci")
+            vals.append((float(cell["eer"]), _dcf(cell, p_target),
+                         _interval(ci, "eer", p_target), _interval(ci, "min_dcf", p_target)))
         rows.append((system, vals))
     return sets, rows
 
@@ -62,28 +81,32 @@ def _rows(results: Mapping, p_target: float, evalsets: Sequence[str] | None):
 def table_markdown(results: Mapping, p_target: float = 0.01, evalsets: Sequence[str] | None = None,
                    bold_best: bool = True, eer_digits: int = 2, dcf_digits: int = 3) -> str:
     """Table 1: one row per system; per evaluation set an ``EER %`` and a ``minDCF``
-    column (p_target as given); the best value of each column in bold; "–" where a system
-    lacks a set."""
+    column (p_target as given); the best value of each column in bold; "[lo, hi]" after a
+    value whose cell carries bootstrap intervals; "–" where a system lacks a set."""
     sets, rows = _rows(results, p_target, evalsets)
     best = []
     for j in range(len(sets)):
         col = [r[1][j] for r in rows if r[1][j][0] is not None]
         best.append((min(c[0] for c in col), min(c[1] for c in col)) if col else (None, None))
 
-    def fmt(v, digits, b):
+    def fmt(v, digits, b, interval=None, scale=1.0):
         if v is None:
             return "–"
         s = f"{v:.{digits}f}"
-        return f"**{s}**" if bold_best and len(rows) > 1 and f"{b:.{digits}f}" == s else s
+        s = f"**{s}**" if bold_best and len(rows) > 1 and f"{b:.{digits}f}" == s else s
+        if interval is not None:
+            s += f" [{interval[0] * scale:.{digits}f}, {interval[1] * scale:.{digits}f}]"
+        return s
 
     head = "| System | " + " | ".join(f"{e} EER % | {e} minDCF" for e in sets) + " |"
     rule = "|---|" + "---:|---:|" * len(sets)
     lines = [head, rule]
     for system, vals in rows:
         cells = []
-        for (eer, dcf), (beer, bdcf) in zip(vals, best):
-            cells += [fmt(None if eer is None else eer * 100, eer_digits, None if beer is None else beer * 100),
-                      fmt(dcf, dcf_digits, bdcf)]
+        for (eer, dcf, eer_ci, dcf_ci), (beer, bdcf) in zip(vals, best):
+            cells += [fmt(None if eer is None else eer * 100, eer_digits, None if beer is None else beer * 100,
+                          eer_ci, 100.0),
+                      fmt(dcf, dcf_digits, bdcf, dcf_ci)]
         lines.append(f"| {system} | " + " | ".join(cells) + " |")
     lines.append(f"\nEER in percent; minDCF normalised, p_target = {p_target:g}, C_miss = C_fa = 1.")
     return "\n".join(lines) + "\n"
@@ -97,7 +120,7 @@ def table_csv(results: Mapping, p_target: float = 0.01, evalsets: Sequence[str] 
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["system"] + [h for e in sets for h in (f"{e} EER %", f"{e} minDCF p={p_target:g}")])
     for system, vals in rows:
-        w.writerow([system] + [x for eer, dcf in vals for x in (("", "") if eer is None else (repr(eer * 100), repr(dcf)))])
+        w.writerow([system] + [x for eer, dcf, *_ in vals for x in (("", "") if eer is None else (repr(eer * 100), repr(dcf)))])
     return buf.getvalue()
 
 

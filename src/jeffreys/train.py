@@ -42,7 +42,6 @@ import math
 import os
 import random
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +52,7 @@ import torch
 import yaml
 from torch import nn
 
-from .config import from_dict, load_config, load_yaml, save_config, to_dict
+from .config import load_config, load_yaml, save_config, to_dict
 from .data.augment import AugmentConfig
 from .errors import InputError, JeffreysError
 from .models import ResNetConfig, SpeakerModel, preset, save_bundle
