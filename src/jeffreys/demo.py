@@ -128,7 +128,6 @@ def cli_demo(argv: list[str]) -> int:
     model = save_demo_model(results, out, cfg.systems[-1].name, in_domain)
     print()
     print(results["table_markdown"], end="")
-    print((out / "table.md").read_text().rstrip().splitlines()[-1])
     print()
     print(f"jeffreys demo: done in {(time.monotonic() - t0) / 60:.1f} min. Results in {out}/: table.md, "
           f"results.json, gains.png (Fig. 3), det_*.png (Figs. 4-5), probe_*.png (Figs. 1-2), nontarget_*.png")
