@@ -9,6 +9,7 @@ log-space rewriting the library uses.
 from __future__ import annotations
 
 import math
+import os
 import pickle
 
 import numpy as np
@@ -25,9 +26,21 @@ from jeffreys.losses import (
     LabelSmoothingLoss,
     build_loss,
 )
+from jeffreys.losses._native import use_kernel
 from jeffreys.losses._reference import authors_dense_loss
 
 SETTINGS = settings(max_examples=40, deadline=None)
+
+
+@pytest.fixture(scope="module", autouse=True, params=["kernel", "eager"])
+def backend(request):
+    """Every test here runs on both implementations: the compiled CPU kernel (required to
+    build: a missing compiler fails these, it does not skip them, unless the user turned
+    the kernel off with JEFFREYS_LOSS_KERNEL=off) and the eager one."""
+    if request.param == "kernel" and os.environ.get("JEFFREYS_LOSS_KERNEL", "").strip().lower() == "off":
+        pytest.skip("JEFFREYS_LOSS_KERNEL=off")
+    with use_kernel("on" if request.param == "kernel" else "off"):
+        yield request.param
 
 
 # ---------------------------------------------------------------- references (numpy)

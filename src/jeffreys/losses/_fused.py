@@ -1,4 +1,7 @@
-"""Fused, log-space forward and analytic backward of the Jeffreys loss (private).
+"""Fused, log-space forward and analytic backward of the Jeffreys loss in eager torch ops
+(private). On CPU the compiled kernel of ``_native`` does the same work faster; this is the
+path for other devices (CUDA), for logits holding inf or NaN, and where no C compiler is
+available (``JEFFREYS_LOSS_KERNEL=off`` forces it).
 
 For one row of logits z with target k, K classes and M = K - 1 non-targets, let
 p = softmax(z), s = 1 - p_k = sum_{i!=k} p_i, q_i = p_i / s the distribution of the

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
+from . import _native
 from ._fused import JeffreysRows, term_rows
 
 TargetWeight = Literal["paper", "reference"]
@@ -48,6 +49,25 @@ def check_logits_labels(logits: Tensor, labels: Tensor) -> None:
             raise ValueError(f"label {low if low < 0 else high} out of range for {num_classes} classes")
 
 
+def jeffreys_rows(logits: Tensor, labels: Tensor, w: float, alpha: float, beta: float, reduction: str,
+                  terms_out: dict | None = None) -> Tensor:
+    """w*ce + alpha*ls + beta*jeffreys reduced, by the compiled kernel on CPU where it is
+    available (and every logit finite), else by the eager fused Function of ``_fused``."""
+    if _native.applies(logits):
+        batch = logits.shape[0]
+        scale = 1.0 / batch if reduction == "mean" and batch else 1.0
+        want_grad = logits.requires_grad and torch.is_grad_enabled()
+        prepared = _native.run(logits, labels, w, alpha, beta, scale, want_grad)
+        if prepared is not None:
+            return _native.JeffreysRowsKernel.apply(logits, labels, w, alpha, beta, reduction, terms_out, prepared)
+    return JeffreysRows.apply(logits, labels, w, alpha, beta, reduction, terms_out)
+
+
+def _term_rows(logits: Tensor, labels: Tensor) -> Tensor:
+    rows = _native.term_rows(logits, labels) if _native.applies(logits) else None
+    return term_rows(logits, labels) if rows is None else rows
+
+
 def _reduce(rows: Tensor, reduction: str) -> Tensor:
     if reduction == "mean":
         return rows.mean()
@@ -74,8 +94,9 @@ class JeffreysLoss(nn.Module):
 
     ``target_weight="reference"`` weights ``-log p_k`` by ``1 - alpha - beta`` as the
     authors' released code does. ``beta=0`` is label smoothing, ``alpha=beta=0`` plain
-    cross-entropy. Computed in log space with a fused analytic backward (see ``_fused``):
-    finite loss and gradient for any finite logits, no dense one-hot.
+    cross-entropy. Computed in log space with the analytic gradient (a compiled kernel on
+    CPU, ``_native``; eager ops elsewhere, ``_fused``): finite loss and gradient for any
+    finite logits, no dense one-hot.
     """
 
     def __init__(
@@ -106,7 +127,7 @@ class JeffreysLoss(nn.Module):
     def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
         check_logits_labels(logits, labels)
         cache: dict[str, Tensor] = {}
-        out = JeffreysRows.apply(logits, labels, self.ce_weight, self.alpha, self.beta, self.reduction, cache)
+        out = jeffreys_rows(logits, labels, self.ce_weight, self.alpha, self.beta, self.reduction, cache)
         # terms() on these same, unmodified tensors averages the forward's rows (no second pass).
         # (Set through __dict__: nn.Module.__setattr__ costs more than this whole bookkeeping.)
         self.__dict__["_last_rows"] = (weakref.ref(logits), logits._version, weakref.ref(labels), labels._version, cache)
@@ -137,7 +158,7 @@ class JeffreysLoss(nn.Module):
         means = self._cached_means(logits, labels)
         if means is None:
             check_logits_labels(logits, labels)
-            means = _term_means(term_rows(logits.detach(), labels))
+            means = _term_means(_term_rows(logits.detach(), labels))
         out = {k: v.detach().float() for k, v in means.items()}
         out["total"] = self.ce_weight * out["ce"] + self.alpha * out["ls"] + self.beta * out["jeffreys"]
         return out
