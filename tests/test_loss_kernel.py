@@ -205,3 +205,10 @@ def test_pthreads_build_equals_the_openmp_build(tmp_path, monkeypatch):
                                     stats.data_ptr(), grad.data_ptr(), 2) == 0
         results.append((stats, grad))
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+def test_a_cached_library_writable_by_others_is_refused(tmp_path):
+    path = _native.build(tmp_path)
+    path.chmod(0o666)
+    with pytest.raises(KernelUnavailable, match="refusing to load .*writable by others"):
+        _native.build(tmp_path)

@@ -9,7 +9,8 @@ tests run every loss test on both).
 
 ``JEFFREYS_LOSS_KERNEL``: ``auto`` (default: the kernel where it builds), ``off`` (always
 eager), ``on`` (the kernel or an error saying why not). ``JEFFREYS_CACHE_DIR`` moves the
-cache (default ``$XDG_CACHE_HOME/jeffreys`` or ``~/.cache/jeffreys``).
+cache (default ``$XDG_CACHE_HOME/jeffreys`` or ``~/.cache/jeffreys``); a cached library not
+owned by the user, or writable by others, is refused rather than loaded.
 """
 
 from __future__ import annotations
@@ -132,6 +133,13 @@ def _compile(cc: str, out: str) -> None:
     raise KernelUnavailable(f"compiling {SOURCE.name} failed ({' '.join(cmd)}): {first}")
 
 
+def _check_owner(path: Path) -> None:
+    """Code is loaded from the cache: refuse a file someone else could have put there."""
+    info = path.stat()
+    if hasattr(os, "getuid") and (info.st_uid != os.getuid() or info.st_mode & 0o022):
+        raise KernelUnavailable(f"refusing to load {path}: not owned by this user, or writable by others")
+
+
 def build(directory: Path | None = None) -> Path:
     """Compile the kernel into ``directory`` (the cache by default) unless it is there;
     return the shared library's path. Concurrent builders each write a private file and
@@ -140,6 +148,7 @@ def build(directory: Path | None = None) -> Path:
     directory = Path(directory) if directory is not None else cache_dir()
     target = directory / f"jeffreys_loss_{_key(cc)}.so"
     if target.is_file():
+        _check_owner(target)
         return target
     directory.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp.so", dir=directory)
