@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 
+from jeffreys.errors import InputError
 from jeffreys.losses import JeffreysLoss, LabelSmoothingLoss
 from jeffreys.losses import _native
 from jeffreys.losses._native import KernelUnavailable, use_kernel
@@ -84,7 +85,7 @@ def test_a_failing_compiler_is_reported_with_its_first_line(tmp_path, monkeypatc
 
 def test_modes(monkeypatch):
     monkeypatch.setenv("JEFFREYS_LOSS_KERNEL", "sometimes")
-    with pytest.raises(ValueError, match="JEFFREYS_LOSS_KERNEL must be one of auto, on, off"):
+    with pytest.raises(InputError, match="JEFFREYS_LOSS_KERNEL must be one of auto, on, off"):
         _native.mode()
     monkeypatch.setenv("JEFFREYS_LOSS_KERNEL", "off")
     assert _native.library() is None and _native.unavailable_reason() == "JEFFREYS_LOSS_KERNEL=off"

@@ -141,6 +141,25 @@ def test_cli_reports_a_non_finite_loss_in_one_line(tmp_path, datadir, monkeypatc
     assert err.startswith("jeffreys train: error: non-finite loss (nan) at step 1") and "no checkpoint was written yet" in err
 
 
+def test_cli_reports_a_required_but_missing_loss_kernel_in_one_line(tmp_path, datadir, monkeypatch, capsys):
+    from jeffreys.losses import _native
+
+    monkeypatch.setenv("JEFFREYS_LOSS_KERNEL", "on")
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("JEFFREYS_CACHE_DIR", str(tmp_path / "cache"))
+    conf = tmp_path / "c.yaml"
+    conf.write_text("")
+    sets = [a for o in tiny_overrides(datadir, steps=1) for a in ("--set", o)]
+    _native._library.cache_clear()
+    try:
+        rc = main(["train", str(conf), "--exp-dir", str(tmp_path / "exp"), *sets])
+    finally:
+        _native._library.cache_clear()
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0
+    assert err.startswith("jeffreys train: error: no C compiler: ") and "JEFFREYS_LOSS_KERNEL=off" in err
+
+
 def test_config_errors_name_key_and_file(tmp_path, datadir):
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim: {lr: fast}\n")

@@ -31,6 +31,8 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ..errors import InputError, JeffreysError
+
 SOURCE = Path(__file__).with_name("_kernel.c")
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared",
          "-pthread")
@@ -47,14 +49,15 @@ _I64 = ctypes.c_int64
 _forced: str | None = None  # set by use_kernel(): overrides the environment
 
 
-class KernelUnavailable(RuntimeError):
-    """The kernel was required (JEFFREYS_LOSS_KERNEL=on) but cannot be built or loaded."""
+class KernelUnavailable(JeffreysError, RuntimeError):
+    """The kernel was required (JEFFREYS_LOSS_KERNEL=on) but cannot be built or loaded
+    (a JeffreysError: the CLI prints it in one line)."""
 
 
 def mode() -> str:
     value = _forced or os.environ.get("JEFFREYS_LOSS_KERNEL", "auto").strip().lower() or "auto"
     if value not in MODES:
-        raise ValueError(f"JEFFREYS_LOSS_KERNEL must be one of {', '.join(MODES)}, got {value!r}")
+        raise InputError(f"JEFFREYS_LOSS_KERNEL must be one of {', '.join(MODES)}, got {value!r}")
     return value
 
 
@@ -241,6 +244,7 @@ class Prepared(NamedTuple):
     labels: Tensor  # int64, contiguous
     stats: Tensor  # (B, 8) float64, columns CE ... LOG_S
     grad: Tensor | None  # gradient of scale * sum of the row losses, x's dtype, or None
+    scale: float
 
 
 def run(logits: Tensor, labels: Tensor, w: float, alpha: float, beta: float, scale: float = 1.0,
@@ -259,7 +263,7 @@ def run(logits: Tensor, labels: Tensor, w: float, alpha: float, beta: float, sca
                                _threads(rows, classes))
     if bad < 0:
         raise ValueError(f"loss kernel: bad arguments (shape {tuple(x.shape)}, labels in [0, {classes}) required)")
-    return None if bad else Prepared(x, y, stats, grad)
+    return None if bad else Prepared(x, y, stats, grad, scale)
 
 
 class JeffreysRowsKernel(torch.autograd.Function):
@@ -280,7 +284,7 @@ class JeffreysRowsKernel(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(prepared.x, prepared.labels)
             ctx.grad = prepared.grad
-            ctx.args = (w, alpha, beta, reduction, logits.dtype)
+            ctx.args = (w, alpha, beta, prepared.scale, reduction == "none", logits.dtype)
         rows = stats[:, LOSS]
         if reduction == "none":
             return rows.to(out_dtype)
@@ -291,11 +295,11 @@ class JeffreysRowsKernel(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out: Tensor):
         x, y = ctx.saved_tensors
-        w, alpha, beta, reduction, dtype = ctx.args
+        w, alpha, beta, scale, per_row, dtype = ctx.args
         grad, ctx.grad = ctx.grad, None
         if grad is None:  # second backward: the first one took the buffer
-            grad = run(x, y, w, alpha, beta, 1.0 / len(x) if reduction == "mean" and len(x) else 1.0, True).grad
-        if reduction == "none":
+            grad = run(x, y, w, alpha, beta, scale, True).grad
+        if per_row:
             grad.mul_(grad_out.to(grad.dtype).unsqueeze(1))
         elif grad_out.numel() != 1 or float(grad_out) != 1.0:
             grad.mul_(grad_out.to(grad.dtype))
