@@ -22,14 +22,6 @@ def _kind(out: torch.Tensor) -> str:
     return type(out.grad_fn).__name__
 
 
-@pytest.fixture
-def fresh_library():
-    """Forget the loaded kernel before and after (the test changes how it is found)."""
-    _native._library.cache_clear()
-    yield
-    _native._library.cache_clear()
-
-
 # ---------------------------------------------------------------- build and cache
 def test_builds_from_source_into_an_empty_cache_and_reuses_it(tmp_path):
     path = _native.build(tmp_path)

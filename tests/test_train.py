@@ -130,33 +130,29 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data
     assert "non-finite loss (nan) at step 3" in (exp / "train.log").read_text()
 
 
-def test_cli_reports_a_non_finite_loss_in_one_line(tmp_path, datadir, monkeypatch, capsys):
-    monkeypatch.setenv("JEFFREYS_TRAIN_FAULT", "nan@1")
+def _train_cli_error(tmp_path, datadir, capsys, steps: int) -> str:
+    """`jeffreys train` on the tiny data: it must fail with exit 2 and one line; that line."""
     conf = tmp_path / "c.yaml"
     conf.write_text("")
-    sets = [a for o in tiny_overrides(datadir, steps=2) for a in ("--set", o)]
+    sets = [a for o in tiny_overrides(datadir, steps=steps) for a in ("--set", o)]
     rc = main(["train", str(conf), "--exp-dir", str(tmp_path / "exp"), *sets])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.count("\n") == 0
+    return err
+
+
+def test_cli_reports_a_non_finite_loss_in_one_line(tmp_path, datadir, monkeypatch, capsys):
+    monkeypatch.setenv("JEFFREYS_TRAIN_FAULT", "nan@1")
+    err = _train_cli_error(tmp_path, datadir, capsys, steps=2)
     assert err.startswith("jeffreys train: error: non-finite loss (nan) at step 1") and "no checkpoint was written yet" in err
 
 
-def test_cli_reports_a_required_but_missing_loss_kernel_in_one_line(tmp_path, datadir, monkeypatch, capsys):
-    from jeffreys.losses import _native
-
+def test_cli_reports_a_required_but_missing_loss_kernel_in_one_line(tmp_path, datadir, monkeypatch, capsys,
+                                                                      fresh_library):
     monkeypatch.setenv("JEFFREYS_LOSS_KERNEL", "on")
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("JEFFREYS_CACHE_DIR", str(tmp_path / "cache"))
-    conf = tmp_path / "c.yaml"
-    conf.write_text("")
-    sets = [a for o in tiny_overrides(datadir, steps=1) for a in ("--set", o)]
-    _native._library.cache_clear()
-    try:
-        rc = main(["train", str(conf), "--exp-dir", str(tmp_path / "exp"), *sets])
-    finally:
-        _native._library.cache_clear()
-    err = capsys.readouterr().err.strip()
-    assert rc == 2 and err.count("\n") == 0
+    err = _train_cli_error(tmp_path, datadir, capsys, steps=1)
     assert err.startswith("jeffreys train: error: no C compiler: ") and "JEFFREYS_LOSS_KERNEL=off" in err
 
 

@@ -40,7 +40,8 @@ FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapp
 # use 512 on such CPUs; measured 0.55 vs 0.69 ms for B=128, K=5994 on one thread).
 X86_FLAGS = ("-mprefer-vector-width=512",)
 MODES = ("auto", "on", "off")
-# Below this many logits one thread does the whole batch (a thread start costs 20-100 us).
+# Below this many logits one thread does the whole batch (waking a team of threads costs
+# tens of microseconds).
 MIN_ELEMENTS_PER_THREAD = 1 << 15
 
 _F64 = ctypes.c_double
@@ -202,7 +203,7 @@ def library() -> ctypes.CDLL | None:
 
 def describe() -> dict:
     """What the loss runs on here, for benchmarks and bug reports."""
-    lib = library() if mode() != "off" else None
+    lib = library()
     return {"kernel": lib is not None, "threads": ("openmp" if lib.jeffreys_kernel_openmp() else "pthreads")
             if lib is not None else None, "why_not": unavailable_reason()}
 
@@ -252,7 +253,9 @@ def run(logits: Tensor, labels: Tensor, w: float, alpha: float, beta: float, sca
     """Statistics and (``want_grad``) the gradient of ``scale`` times the summed row losses;
     None when a row holds a non-finite logit (the eager path defines that case). Labels
     must already be checked."""
-    lib = library() or _library()  # "off" is decided by the caller (applies)
+    lib = _library()  # the mode was the caller's decision (applies); a backward must not depend on it
+    if isinstance(lib, KernelUnavailable):
+        raise lib
     x = _widened(logits)
     y = labels.detach().to(torch.int64).contiguous()
     rows, classes = x.shape
