@@ -384,7 +384,7 @@ def cli_extract(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="jeffreys extract",
         description="Embeddings of every utterance of a data dir, batched by length (see the "
-        "module docstring / README for the batching and long-utterance policy).",
+        "module docstring / docs/extraction.md for the batching and long-utterance policy).",
     )
     p.add_argument("model", help="model bundle (model.pt from `jeffreys train`)")
     p.add_argument("datadir", help="Kaldi-style data dir (wav.scp, utt2spk, optional segments)")

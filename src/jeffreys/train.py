@@ -160,7 +160,7 @@ class TrainConfig:
     amp: bool = True  # CUDA only; ignored on CPU
     device: str = "auto"  # auto: cuda (LOCAL_RANK) when available, else cpu
     deterministic: bool = True
-    channels_last: bool = True  # conv memory layout; faster for narrow CPU models (README)
+    channels_last: bool = True  # conv memory layout; faster for narrow CPU models (docs/benchmarks.md)
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
     checkpoint_every: int = 500  # steps; a checkpoint is also written at each epoch end
     keep_checkpoints: int = 2

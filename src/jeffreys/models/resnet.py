@@ -34,7 +34,7 @@ class ResNetConfig:
     # BatchNorm1d (no affine) on the embedding. The cosine heads are blind to the embedding's
     # norm, so its gradient is orthogonal to it and SGD inflates it step after step, which
     # shrinks the effective learning rate; the norm layer pins it. Big, long runs cope
-    # without (the paper's model has none); short CPU runs do not learn without it (README).
+    # without (the paper's model has none); short CPU runs do not learn without it (docs/training.md).
     embed_bn: bool = False
 
     def __post_init__(self) -> None:
@@ -72,7 +72,7 @@ PRESETS: dict[str, ResNetConfig] = {
     # WeSpeaker's ResNet-34 (m_channels 32), 80 fbanks.
     "wespeaker": ResNetConfig(widths=[32, 64, 128, 256], num_mel_bins=80),
     # CPU demo model: one block per stage, stride-2 stem, 40 fbanks, normalised embedding
-    # (see README, measured).
+    # (see docs/benchmarks.md, measured).
     "demo": ResNetConfig(
         widths=[16, 32, 64, 128], depths=[1, 1, 1, 1], num_mel_bins=40, embed_dim=128, stem_stride=2,
         embed_bn=True,
