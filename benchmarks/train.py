@@ -87,8 +87,8 @@ def _time_steps(step, n: int) -> tuple[float, float]:
 def bench_ours(cfg, batch, seconds, steps, compile_=False, fbank=True):
     torch.manual_seed(0)
     model = SpeakerModel(cfg).to(memory_format=torch.channels_last)
-    head = build_head("aam", cfg.embed_dim, NUM_CLASSES, 30.0, 0.2)
-    loss_fn = build_loss("jeffreys", 0.1, 0.025)
+    head = build_head("aam", cfg.embed_dim, NUM_CLASSES, scale=30.0, margin=0.2)
+    loss_fn = build_loss("jeffreys", alpha=0.1, beta=0.025)
     opt = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.1, momentum=0.9)
     net = torch.compile(model) if compile_ else model
     waves = torch.randn(batch, int(seconds * cfg.sample_rate)) * 0.1

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from jeffreys.errors import InputError
 from jeffreys.losses import (
     ConfidencePenaltyLoss,
+    CrossEntropy,
     JeffreysLoss,
     LabelSmoothingLoss,
     build_loss,
@@ -382,27 +383,28 @@ def test_build_loss_kinds():
     torch.testing.assert_close(ls(z, y), F.cross_entropy(z, y, label_smoothing=0.2 * 10 / 9))
     jl = build_loss("jeffreys")
     assert (jl.alpha, jl.beta, jl.target_weight) == (0.1, 0.025, "paper")
-    jl = build_loss("jeffreys", 0.2, 0.05, "reference")
+    jl = build_loss("jeffreys", alpha=0.2, beta=0.05, target_weight="reference")
     assert (jl.alpha, jl.beta, jl.ce_weight) == (0.2, 0.05, pytest.approx(0.75))
     cp = build_loss("confidence_penalty", beta=0.5)
     assert isinstance(cp, ConfidencePenaltyLoss) and cp.beta == 0.5
-    assert build_loss("ce", alpha=0.0, beta=0.0).alpha == 0.0
+    ce = build_loss("ce", alpha=None)  # None: not given
+    assert isinstance(ce, CrossEntropy) and (ce.alpha, ce.beta) == (0.0, 0.0)
 
 
 @pytest.mark.parametrize(
-    ("args", "match"),
+    ("kind", "args", "match"),
     [
-        (("focal",), "loss kind must be one of ce, ls, jeffreys, confidence_penalty"),
-        (("ce", 0.1), "'ce' takes no alpha"),
-        (("ls", 0.1, 0.02), "'ls' takes no beta"),
-        (("confidence_penalty", 0.1, 0.1), "'confidence_penalty' takes no alpha"),
-        (("jeffreys", 1.5), "alpha must be in"),
-        (("jeffreys", 0.1, 0.025, "authors"), "target_weight"),
+        ("focal", {}, r"unknown loss kind 'focal' \(registered: jeffreys, ce, ls, confidence_penalty"),
+        ("ce", {"alpha": 0.1}, r"key 'alpha': unknown key \(known: reduction\)"),
+        ("ls", {"alpha": 0.1, "beta": 0.02}, r"key 'beta': unknown key \(known: alpha, target_weight, reduction\)"),
+        ("confidence_penalty", {"alpha": 0.1}, r"key 'alpha': unknown key \(known: beta, reduction\)"),
+        ("jeffreys", {"alpha": 1.5}, "alpha must be in"),
+        ("jeffreys", {"target_weight": "authors"}, "key 'target_weight': must be one of 'paper', 'reference'"),
     ],
 )
-def test_build_loss_errors(args, match):
+def test_build_loss_errors(kind, args, match):
     with pytest.raises(InputError, match=match):
-        build_loss(*args)
+        build_loss(kind, **args)
 
 
 def test_terms_after_forward_reuse_its_means():

@@ -110,8 +110,8 @@ def _tiny(tmp_path, head_kind="aam"):
     torch.manual_seed(1)
     cfg = preset("demo", widths=[4, 4, 8, 8], embed_dim=8, num_mel_bins=16)
     model = SpeakerModel(cfg).eval()
-    head = build_head(head_kind, 8, 3, 30.0 if head_kind != "softmax" else None, 0.1 if head_kind != "softmax" else None)
-    path = save_bundle(tmp_path / "model.pt", model, head, ["a", "b", "c"], meta={"note": "x"}, head_kind=head_kind)
+    head = build_head(head_kind, 8, 3, scale=30.0 if head_kind != "softmax" else None, margin=0.1 if head_kind != "softmax" else None)
+    path = save_bundle(tmp_path / "model.pt", model, head, ["a", "b", "c"], meta={"note": "x"})
     return model, head, path
 
 
@@ -119,8 +119,8 @@ def _tiny(tmp_path, head_kind="aam"):
 def test_bundle_round_trip(tmp_path, head_kind):
     model, head, path = _tiny(tmp_path, head_kind)
     raw = torch.load(path, weights_only=True)  # plain data only
-    assert raw["format"] == "jeffreys-model/1" and raw["speakers"] == ["a", "b", "c"]
-    assert raw["head_config"]["kind"] == head_kind
+    assert raw["format"] == "jeffreys-model/2" and raw["speakers"] == ["a", "b", "c"]
+    assert raw["head"]["kind"] == head_kind and raw["model"]["kind"] == "resnet"
     b = load_bundle(path)
     assert not b.model.training and b.speakers == ["a", "b", "c"] and b.meta == {"note": "x"}
     assert b.config["widths"] == [4, 4, 8, 8]
@@ -167,15 +167,58 @@ def test_bad_bundle_files(tmp_path):
         load_bundle(evil)
     _, _, path = _tiny(tmp_path)
     data = torch.load(path, weights_only=True)
-    data["model_config"]["embed_dim"] = 9
+    data["model"]["embed_dim"] = 9
     torch.save(data, tmp_path / "mismatch.pt")
     with pytest.raises(InputError, match="weights do not match the model config"):
         load_bundle(tmp_path / "mismatch.pt")
     data = torch.load(path, weights_only=True)
-    data["model_config"]["depth"] = 3
+    data["model"]["depth"] = 3
     torch.save(data, tmp_path / "badcfg.pt")
-    with pytest.raises(InputError, match="key 'model_config.depth': unknown key"):
+    with pytest.raises(InputError, match="key 'model.depth': unknown key"):
         load_bundle(tmp_path / "badcfg.pt")
+    data = torch.load(path, weights_only=True)
+    data["head"]["kind"] = "os:system"  # importable, but not a module class: never called
+    torch.save(data, tmp_path / "os.pt")
+    with pytest.raises(InputError, match="head kind 'os:system': 'system' is not a torch.nn.Module class"):
+        load_bundle(tmp_path / "os.pt")
+
+
+def test_a_bundle_never_imports_a_module_by_itself(tmp_path, monkeypatch):
+    """A model file naming a plug-in class whose module writes a marker when imported."""
+    marker = tmp_path / "imported"
+    (tmp_path / "evil_plugin.py").write_text(f"open({str(marker)!r}, 'w').close()\nimport torch\nclass Head(torch.nn.Module):\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("JEFFREYS_PLUGINS", raising=False)
+    _, _, path = _tiny(tmp_path)
+    data = torch.load(path, weights_only=True)
+    for section in ("model", "head"):
+        bad = dict(data, **{section: dict(data[section], kind="evil_plugin:Head")})
+        torch.save(bad, tmp_path / "evil.pt")
+        with pytest.raises(InputError, match=f"{section} kind 'evil_plugin:Head' is a plug-in; a model file may not import code by itself"):
+            load_bundle(tmp_path / "evil.pt")
+        assert not marker.exists()
+
+
+@pytest.mark.parametrize("head_kind", ["aam", "softmax"])
+def test_format_1_bundles_still_load(tmp_path, head_kind):
+    """Files written before the plug-in registries: model_config, head_config with every
+    built-in head argument, the embedder's weights under resnet.*."""
+    model, head, path = _tiny(tmp_path, head_kind)
+    data = torch.load(path, weights_only=True)
+    old = {
+        "format": "jeffreys-model/1",
+        "model_config": {k: v for k, v in data["model"].items() if k not in ("kind", "preset")},
+        "state_dict": {k.replace("embedder.", "resnet.", 1): v for k, v in data["state_dict"].items()},
+        "head_config": {"kind": head_kind, "embed_dim": 8, "num_classes": 3, "scale": data["head"]["scale"],
+                        "margin": data["head"].get("margin", 0.0), "easy_margin": False},
+        "head_state_dict": data["head_state_dict"], "speakers": data["speakers"], "meta": data["meta"],
+    }
+    torch.save(old, tmp_path / "old.pt")
+    b = load_bundle(tmp_path / "old.pt")
+    waves = torch.randn(2, 5000) * 0.1
+    torch.testing.assert_close(b.model(waves), model(waves), rtol=0, atol=0)
+    emb = torch.randn(4, 8)
+    torch.testing.assert_close(b.head(emb), head(emb), rtol=0, atol=0)
 
 
 def test_embed_bn_normalises_the_embedding():

@@ -155,7 +155,7 @@ def test_cli_probe(tmp_path, capsys):
 
     torch.manual_seed(0)
     cfg = ResNetConfig(widths=[4, 4, 4, 4], depths=[1, 1, 1, 1], num_mel_bins=20, embed_dim=8, stem_stride=2)
-    head = build_head("aam", 8, 5, 30.0, 0.2)
+    head = build_head("aam", 8, 5, scale=30.0, margin=0.2)
     model = save_bundle(tmp_path / "m.pt", SpeakerModel(cfg), head, [f"spk{i}" for i in range(5)])
     x = np.random.default_rng(0).normal(size=(7, 8)).astype(np.float32)
     write_embeddings(tmp_path / "evalset", [f"u{i}" for i in range(7)], x)

@@ -36,8 +36,18 @@ def _config(tmp_path: Path, datadir: Path, text: str = "", *extra: str, steps: i
 
 # ---- the paper's systems ---------------------------------------------------------------
 
-def test_paper_configs_state_table_1():
-    cfgs = {name: load_train_config(CONF / f"{name}.yaml") for name in PAPER}
+def _paper_configs(monkeypatch) -> dict:
+    """The four systems' training configs as the recipe's experiment assembles them."""
+    from jeffreys.experiment import load_experiment, train_config_of
+
+    monkeypatch.setenv("DATA", "data")
+    exp = load_experiment(CONF / "experiment.yaml")
+    return {s.name: train_config_of(s, exp, 0) for s in exp.systems}
+
+
+def test_paper_configs_state_table_1(monkeypatch):
+    cfgs = _paper_configs(monkeypatch)
+    assert list(cfgs) == list(PAPER)
     for cfg in cfgs.values():
         assert (cfg.model.preset, cfg.head.kind, cfg.head.scale, cfg.head.margin) == ("paper", "aam", 30.0, 0.2)
         assert (cfg.optim.lr, cfg.optim.momentum, cfg.data.chunk_seconds) == (0.2, 0.9, 4.0)
@@ -50,13 +60,16 @@ def test_paper_configs_state_table_1():
 
 
 @pytest.mark.parametrize("name", PAPER)
-def test_paper_config_trains_a_few_steps(tmp_path, datadir, name):
+def test_paper_config_trains_a_few_steps(tmp_path, datadir, name, monkeypatch):
+    from jeffreys.config import save_config
+
+    save_config(_paper_configs(monkeypatch)[name], tmp_path / "system.yaml")
     overrides = tiny_overrides(
         datadir, "data.augment.musan=null", "data.augment.rirs=null", "data.augment.simulated_rirs=2",
         f"data.augment.cache_dir={tmp_path / 'cache'}", "data.num_workers=0", "checkpoint_every=1", steps=2,
     )
     overrides = [o for o in overrides if not o.startswith("data.augment.prob")]  # keep the recipe's augmentation
-    cfg = load_train_config(CONF / f"{name}.yaml", overrides)
+    cfg = load_train_config(tmp_path / "system.yaml", overrides)
     exp = tmp_path / "exp"
     bundle = train(cfg, exp)
     b = load_bundle(bundle)
@@ -162,21 +175,21 @@ def test_config_errors_name_key_and_file(tmp_path, datadir):
     with pytest.raises(InputError, match=f"{bad}: key 'optim.lr': must be a number"):
         load_train_config(bad)
     bad.write_text("model: {preset: huge}\n")
-    with pytest.raises(InputError, match=f"{bad}: .*unknown model preset 'huge'"):
+    with pytest.raises(InputError, match=f"{bad}: key 'model.preset': unknown preset 'huge'"):
         load_train_config(bad)
-    bad.write_text("model: {overrides: {widths: [8, 8]}}\n")
+    bad.write_text("model: {widths: [8, 8]}\n")
     with pytest.raises(InputError, match=f"{bad}: .*same length"):
         load_train_config(bad)
     bad.write_text("loss: {kind: focal}\n")
-    with pytest.raises(InputError, match=f"{bad}: key 'loss.kind': must be one of"):
+    with pytest.raises(InputError, match=f"{bad}: key 'loss.kind': unknown loss kind 'focal' \\(registered: jeffreys, ce, ls, confidence_penalty; or module:Class\\)"):
         load_train_config(bad)
     bad.write_text("")
     with pytest.raises(InputError, match=f"{bad}: key 'optimiser': unknown key"):
         load_train_config(bad, ["optimiser.lr=0.1"])
     with pytest.raises(InputError, match="--set 'lr': expected KEY=VALUE"):
         parse_overrides(["lr"])
-    assert parse_overrides(["model.overrides.widths=[8,16]", "optim.lr=0.2", "steps=3"]) == {
-        "model.overrides.widths": [8, 16], "optim.lr": 0.2, "steps": 3}
+    assert parse_overrides(["model.widths=[8,16]", "optim.lr=0.2", "steps=3"]) == {
+        "model.widths": [8, 16], "optim.lr": 0.2, "steps": 3}
     with pytest.raises(InputError, match="data.train"):
         train(load_train_config(bad), tmp_path / "exp")
 
@@ -205,8 +218,8 @@ def test_existing_run_needs_resume_and_same_config(tmp_path, datadir):
 def test_training_learns_the_tiny_speakers(tmp_path, datadir):
     """Four synthetic 'voices': the training loss falls and accuracy rises well above chance."""
     cfg = _config(tmp_path, datadir, "", "head.kind=softmax", "head.scale=null", "head.margin=null",
-                  "model.overrides.widths=[8,8,16,16]", "model.overrides.num_mel_bins=32",
-                  "model.overrides.embed_dim=16", "optim.lr=0.05", "schedule.decay=none", "epochs=12", "log_every=4")
+                  "model.widths=[8,8,16,16]", "model.num_mel_bins=32",
+                  "model.embed_dim=16", "optim.lr=0.05", "schedule.decay=none", "epochs=12", "log_every=4")
     train(cfg, tmp_path / "exp")
     rows = [ln.split(" loss ")[1].split() for ln in (tmp_path / "exp" / "train.log").read_text().splitlines() if " loss " in ln]
     loss = [float(r[0]) for r in rows]
@@ -228,7 +241,7 @@ def test_demo_base_config(tmp_path, datadir):
 
     path = resources.files("jeffreys").joinpath("conf/demo.yaml")
     cfg = load_train_config(path, [f"data.train={datadir}"])
-    assert cfg.model.preset == "demo" and cfg.model.resolve().embed_bn
+    assert cfg.model.preset == "demo" and cfg.model.embed_bn
     assert (cfg.head.kind, cfg.head.scale, cfg.head.margin) == ("aam", 30.0, 0.2)
     overrides = tiny_overrides(datadir, f"data.augment.cache_dir={tmp_path / 'cache'}", "data.augment.simulated_rirs=2", steps=2)
     train(load_train_config(path, overrides), tmp_path / "exp")

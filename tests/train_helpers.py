@@ -13,8 +13,8 @@ SR = 16000
 
 # A tiny extractor: training tests check behaviour, not accuracy.
 TINY_MODEL = [
-    "model.preset=demo", "model.overrides.widths=[4,4,8,8]", "model.overrides.depths=[1,1,1,1]",
-    "model.overrides.num_mel_bins=16", "model.overrides.embed_dim=8",
+    "model.preset=demo", "model.widths=[4,4,8,8]", "model.depths=[1,1,1,1]",
+    "model.num_mel_bins=16", "model.embed_dim=8",
 ]
 
 

@@ -2,7 +2,8 @@
 
 A config section is a (frozen or not) dataclass whose fields carry type annotations made
 of ``int``, ``float``, ``bool``, ``str``, ``Literal[...]``, ``X | None``, ``list[X]``,
-``tuple[X, ...]``, ``dict[str, X]`` and nested dataclasses. :func:`from_dict` builds one
+``tuple[X, ...]``, ``dict[str, X]``, nested dataclasses and plug-in sections (a type with a
+``from_config`` class method, e.g. :class:`jeffreys.registry.HeadSpec`). :func:`from_dict` builds one
 from plain data (as read from YAML), rejecting unknown keys and wrong types with the dotted
 key path and the file name; :func:`to_dict` gives back plain data for saving the config an
 experiment ran with.
@@ -10,7 +11,9 @@ experiment ran with.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import re
 import types
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -53,6 +56,8 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
         return value
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, source=source, prefix=key)
+    if isinstance(tp, type) and hasattr(tp, "from_config"):  # a plug-in section (jeffreys.registry)
+        return tp.from_config(value, source=source, prefix=key)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise _fail(source, key, f"must be a list, got {type(value).__name__} {value!r}")
@@ -131,6 +136,8 @@ def to_dict(obj: Any) -> Any:
     """Plain data (dicts, lists, scalars) of a config dataclass, for YAML/JSON."""
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if hasattr(obj, "as_dict"):  # a plug-in section (jeffreys.registry)
+        return to_dict(obj.as_dict())
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     if isinstance(obj, dict):
@@ -154,15 +161,49 @@ def load_yaml(path: str | Path) -> Any:
         raise InputError(f"{path}:{line} invalid YAML: {getattr(e, 'problem', e)}") from None
 
 
-def load_config(cls: type[T], path: str | Path, overrides: dict[str, Any] | None = None) -> T:
-    """Read YAML file ``path`` into dataclass ``cls``; ``overrides`` are dotted keys."""
-    data = load_yaml(path) or {}
-    for dotted, value in (overrides or {}).items():
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["optim.lr=0.1", "model.widths=[8,16,32,64]"]`` → dotted keys with YAML values."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+            raise InputError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. optim.lr=0.1")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise InputError(f"--set {item!r}: value is not valid YAML") from None
+    return out
+
+
+def apply_overrides(data: Any, overrides: dict[str, Any], *, source: str = "") -> Any:
+    """A copy of config ``data`` with each dotted key of ``overrides`` set (``optim.lr``:
+    ``data["optim"]["lr"]``), missing sections created. Setting a key under a value that is
+    not a mapping (``steps.x`` when ``steps`` is a number), or any key when the config is not
+    a mapping, is an error naming the key."""
+    if not overrides:
+        return data
+    where = f"{source}: " if source else ""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError(f"{where}cannot set {next(iter(overrides))!r}: the config is a {type(data).__name__}, not a mapping")
+    data = copy.deepcopy(data)
+    for dotted, value in overrides.items():
         node = data
         *parents, last = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
+        for i, p in enumerate(parents):
+            if node.get(p) is None:  # a missing or null section
+                node[p] = {}
+            node = node[p]
+            if not isinstance(node, dict):
+                raise InputError(f"{where}cannot set {dotted!r}: {'.'.join(parents[: i + 1])!r} is a {type(node).__name__}, not a section")
         node[last] = value
+    return data
+
+
+def load_config(cls: type[T], path: str | Path, overrides: dict[str, Any] | None = None) -> T:
+    """Read YAML file ``path`` into dataclass ``cls``; ``overrides`` are dotted keys."""
+    data = apply_overrides(load_yaml(path) or {}, overrides or {}, source=str(path))
     return from_dict(cls, data, source=str(path))
 
 
@@ -170,4 +211,4 @@ def save_config(obj: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 
-__all__ = ["from_dict", "to_dict", "load_yaml", "load_config", "save_config"]
+__all__ = ["apply_overrides", "from_dict", "to_dict", "load_yaml", "load_config", "parse_overrides", "save_config"]

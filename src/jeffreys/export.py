@@ -66,7 +66,7 @@ def onnx_metadata(model, input: str, meta: dict | None) -> dict[str, str]:
         "jeffreys.input": input,
         "jeffreys.sample_rate": str(fb.sample_rate),
         "jeffreys.num_mel_bins": str(fb.num_mel_bins),
-        "jeffreys.embed_dim": str(model.config.embed_dim),
+        "jeffreys.embed_dim": str(model.embed_dim),
         "jeffreys.frame_length": str(fb.frame_length),
         "jeffreys.frame_shift": str(fb.frame_shift),
         "jeffreys.meta": json.dumps(meta or {}),

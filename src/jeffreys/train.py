@@ -1,8 +1,10 @@
 """Training loop of the x-vector extractor: ``jeffreys train CONFIG [--resume]``.
 
 One YAML config (:class:`TrainConfig`) describes a system: data dir and chunking,
-augmentation, model preset, margin head, output regulariser (CE / LS / Jeffreys / confidence
-penalty), SGD and the schedules of learning rate and margin. A run writes its experiment dir:
+augmentation, model, margin head, output regulariser (CE / LS / Jeffreys / confidence
+penalty), SGD and the schedules of learning rate and margin. ``model``, ``head`` and ``loss``
+are plug-in sections (:mod:`jeffreys.registry`): a registered ``kind`` or ``module:Class``
+and that class's arguments. A run writes its experiment dir:
 
     EXP/config.yaml          the config as run (with overrides applied)
     EXP/train.log            one line per logged step, plus start/stop/resume events
@@ -35,7 +37,6 @@ test can kill it mid-epoch).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import math
@@ -49,14 +50,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
-from .config import load_config, load_yaml, save_config, to_dict
+from .config import load_config, load_yaml, parse_overrides, save_config, to_dict
 from .data.augment import AugmentConfig
 from .errors import InputError, JeffreysError
-from .models import ResNetConfig, SpeakerModel, preset, save_bundle
+from .models import SpeakerModel, save_bundle
 from .models.bundle import _atomic_save
+from .registry import HeadSpec, LossSpec, ModelSpec
 from .schedules import ScheduleConfig, learning_rate, margin as margin_at
 
 CHECKPOINT_FORMAT = "jeffreys-checkpoint/1"
@@ -88,52 +89,6 @@ class DataConfig:
 
 
 @dataclass
-class ModelOverrides:
-    """Fields of :class:`jeffreys.models.ResNetConfig` replacing the preset's (None: keep)."""
-
-    widths: list[int] | None = None
-    depths: list[int] | None = None
-    strides: list[int] | None = None
-    num_mel_bins: int | None = None
-    embed_dim: int | None = None
-    sample_rate: int | None = None
-    stem_width: int | None = None
-    stem_stride: int | None = None
-    embed_bn: bool | None = None
-
-
-@dataclass
-class ModelConfig:
-    """A preset of :data:`jeffreys.models.PRESETS` (paper, wespeaker, demo) and overrides."""
-
-    preset: str = "paper"
-    overrides: ModelOverrides = field(default_factory=ModelOverrides)
-
-    def resolve(self) -> ResNetConfig:
-        o = {k: v for k, v in dataclasses.asdict(self.overrides).items() if v is not None}
-        return preset(self.preset, **o)
-
-    def __post_init__(self) -> None:
-        self.resolve()  # unknown preset, inconsistent lists: errors at load time
-
-
-@dataclass
-class HeadConfig:
-    kind: Literal["softmax", "am", "aam"] = "aam"
-    scale: float | None = 30.0
-    margin: float | None = 0.2
-    easy_margin: bool = False
-
-
-@dataclass
-class LossConfig:
-    kind: Literal["ce", "ls", "jeffreys", "confidence_penalty"] = "ce"
-    alpha: float | None = None
-    beta: float | None = None
-    target_weight: Literal["paper", "reference"] = "paper"
-
-
-@dataclass
 class OptimConfig:
     lr: float = 0.2
     momentum: float = 0.9
@@ -148,9 +103,11 @@ class OptimConfig:
 @dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    head: HeadConfig = field(default_factory=HeadConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    # Plug-in sections (jeffreys.registry): `kind` plus the kind's arguments. The defaults are
+    # the paper's ResNet-34 ("resnet", preset "paper"), AAM (scale 30, margin 0.2) and CE.
+    model: ModelSpec = field(default_factory=lambda: ModelSpec.from_config({}))
+    head: HeadSpec = field(default_factory=lambda: HeadSpec.from_config({}))
+    loss: LossSpec = field(default_factory=lambda: LossSpec.from_config({}))
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     epochs: int = 10
@@ -173,20 +130,6 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
-
-
-def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["optim.lr=0.1", "model.widths=[8,16,32,64]"]`` → dotted keys with YAML values."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
-            raise InputError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. optim.lr=0.1")
-        try:
-            out[key] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise InputError(f"--set {item!r}: value is not valid YAML") from None
-    return out
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> TrainConfig:
@@ -317,7 +260,6 @@ class Trainer:
     def __init__(self, config: TrainConfig, exp_dir: str | Path, resume: bool = False):
         from .data.augment import Augmenter
         from .data.dataset import TrainDataset
-        from .losses import build_head, build_loss
 
         self.config = cfg = config
         self.exp_dir = Path(exp_dir)
@@ -334,12 +276,12 @@ class Trainer:
 
         if not cfg.data.train:
             raise InputError("training config: key 'data.train' (the training data dir) is required")
-        self.model_config = cfg.model.resolve()
+        sample_rate = int(cfg.model.args.get("sample_rate", 16000))
         augment = None
         if cfg.data.augment.prob > 0 or cfg.data.augment.speed_perturb:
-            augment = Augmenter(cfg.data.augment, sample_rate=self.model_config.sample_rate, seed=cfg.data.augment.rir_seed)
+            augment = Augmenter(cfg.data.augment, sample_rate=sample_rate, seed=cfg.data.augment.rir_seed)
         self.dataset = TrainDataset(
-            cfg.data.train, cfg.data.chunk_seconds, self.model_config.sample_rate, augment=augment, seed=cfg.seed,
+            cfg.data.train, cfg.data.chunk_seconds, sample_rate, augment=augment, seed=cfg.seed,
             sampling=cfg.data.sampling, chunks_per_speaker=cfg.data.chunks_per_speaker, allow_pipes=cfg.data.allow_pipes,
         )
         per_rank = math.ceil(len(self.dataset) / self.dist.world)
@@ -355,11 +297,10 @@ class Trainer:
         self.classes = _speaker_classes(self.dataset.speakers, self.dataset.speed_factors)
 
         torch.manual_seed(cfg.seed)  # initial weights
-        self.model = SpeakerModel(self.model_config)
-        self.head = build_head(cfg.head.kind, self.model_config.embed_dim, self.dataset.num_classes,
-                               cfg.head.scale, cfg.head.margin, easy_margin=cfg.head.easy_margin)
+        self.model = SpeakerModel(cfg.model)
+        self.head = cfg.head.build(embed_dim=self.model.embed_dim, num_classes=self.dataset.num_classes)
         self.target_margin = float(getattr(self.head, "margin", 0.0))
-        self.criterion = build_loss(cfg.loss.kind, cfg.loss.alpha, cfg.loss.beta, cfg.loss.target_weight)
+        self.criterion = cfg.loss.build()
         self.net = _Net(self.model, self.head).to(self.device)
         if cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -489,7 +430,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.step += 1
-        terms = self.criterion.terms(logits, labels)
+        # terms() (per-term batch means, for the logs) is optional in a plug-in loss.
+        terms = dict(self.criterion.terms(logits, labels)) if hasattr(self.criterion, "terms") else {}
         terms.pop("total", None)  # equals "loss"
         terms["loss"] = loss.detach()
         with torch.no_grad():  # accuracy of the unmargined scores: what the margin hides
@@ -595,7 +537,7 @@ class Trainer:
             }
             if hasattr(self.head, "margin"):
                 self.head.margin = self.target_margin  # the bundle states the configured margin
-            save_bundle(bundle, self.model, self.head, self.classes, meta=meta, head_kind=cfg.head.kind)
+            save_bundle(bundle, self.model, self.head, self.classes, meta=meta)
             steps = self.step - start_step
             result = {
                 "steps": self.step, "epochs": self.step / self.steps_per_epoch,
@@ -646,6 +588,6 @@ def cli_train(argv: list[str]) -> int:
 
 
 __all__ = [
-    "DataConfig", "HeadConfig", "LossConfig", "ModelConfig", "ModelOverrides", "OptimConfig", "ScheduleConfig",
+    "DataConfig", "OptimConfig", "ScheduleConfig",
     "TrainConfig", "Trainer", "TrainingError", "cli_train", "load_train_config", "parse_overrides", "train",
 ]

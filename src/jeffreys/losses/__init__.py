@@ -2,14 +2,15 @@
 
 ``JeffreysLoss`` (eq. 4 of Bousquet & Rouvier 2023, or the authors' code weighting),
 ``LabelSmoothingLoss``, ``ConfidencePenaltyLoss`` (Pereyra et al. 2017), and the heads
-``SoftmaxHead``, ``AMHead`` (CosFace), ``AAMHead`` (ArcFace). ``build_loss`` and
-``build_head`` make them from a training config.
+``SoftmaxHead``, ``AMHead`` (CosFace), ``AAMHead`` (ArcFace). Each is registered under a
+kind name (:mod:`jeffreys.registry`); ``build_loss`` and ``build_head`` make them by kind.
 """
 
-from .heads import HEAD_KINDS, AAMHead, AMHead, SoftmaxHead, build_head
+from ._native import describe as kernel_info
+from .heads import AAMHead, AMHead, SoftmaxHead, build_head
 from .regularizers import (
-    LOSS_KINDS,
     ConfidencePenaltyLoss,
+    CrossEntropy,
     JeffreysLoss,
     LabelSmoothingLoss,
     build_loss,
@@ -19,11 +20,11 @@ __all__ = [
     "AAMHead",
     "AMHead",
     "ConfidencePenaltyLoss",
-    "HEAD_KINDS",
+    "CrossEntropy",
     "JeffreysLoss",
-    "LOSS_KINDS",
     "LabelSmoothingLoss",
     "SoftmaxHead",
     "build_head",
     "build_loss",
+    "kernel_info",
 ]

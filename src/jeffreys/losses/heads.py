@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import InputError
+from ..registry import HEADS, HeadSpec
 
 
 def _check_inputs(embeddings: Tensor, labels: Tensor | None, embed_dim: int, num_classes: int) -> None:
@@ -47,6 +47,7 @@ def _check_sizes(embed_dim: int, num_classes: int) -> None:
         raise ValueError(f"num_classes must be >= 2, got {num_classes}")
 
 
+@HEADS.register("softmax")
 class SoftmaxHead(nn.Module):
     """Linear classifier ``W e + b``, optionally multiplied by ``scale`` (None: 1).
 
@@ -74,6 +75,10 @@ class SoftmaxHead(nn.Module):
         _check_inputs(embeddings, labels, self.embed_dim, self.num_classes)
         logits = F.linear(embeddings, self.weight, self.bias)
         return logits if self.scale is None else logits * self.scale
+
+    def config_args(self) -> dict:
+        # `bias` is the parameter itself here, so the registry cannot read the argument back.
+        return {"scale": self.scale, "bias": self.bias is not None}
 
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, num_classes={self.num_classes}, scale={self.scale}, "
@@ -119,6 +124,7 @@ class _CosineHead(nn.Module):
                 f"scale={self.scale}, margin={self.margin}")
 
 
+@HEADS.register("am")
 class AMHead(_CosineHead):
     """Additive margin softmax (CosFace): target logit ``scale * (cos θ - margin)``."""
 
@@ -129,6 +135,7 @@ class AMHead(_CosineHead):
         return cos_t - self.margin
 
 
+@HEADS.register("aam")
 class AAMHead(_CosineHead):
     """Additive angular margin softmax (ArcFace): target logit ``scale * cos(θ + margin)``.
 
@@ -159,38 +166,11 @@ class AAMHead(_CosineHead):
         return super().extra_repr() + f", easy_margin={self.easy_margin}"
 
 
-HEAD_KINDS = ("softmax", "am", "aam")
+def build_head(kind: str, embed_dim: int, num_classes: int, **args) -> nn.Module:
+    """The head ``kind`` (``softmax``, ``am``, ``aam`` or ``module:Class``) with ``args``.
 
-
-def build_head(
-    kind: str,
-    embed_dim: int,
-    num_classes: int,
-    scale: float | None = None,
-    margin: float | None = None,
-    easy_margin: bool = False,
-) -> nn.Module:
-    """The head of a training config: ``softmax``, ``am`` (CosFace) or ``aam`` (ArcFace).
-
-    ``scale``/``margin`` None take the kind's default (softmax: no scale, no margin;
-    am/aam: the paper's 30 and 0.2). A non-zero margin or ``easy_margin`` on a head that
-    has none is an error. Raises :class:`jeffreys.errors.InputError` (a ValueError).
+    An argument given as None takes the class's default; an argument the kind does not take
+    is an error. Raises :class:`jeffreys.errors.InputError` (a ValueError) naming it.
     """
-    if kind not in HEAD_KINDS:
-        raise InputError(f"head kind must be one of {', '.join(HEAD_KINDS)}, got {kind!r}")
-    try:
-        if kind == "softmax":
-            if margin not in (None, 0, 0.0):
-                raise ValueError(f"takes no margin (got {margin}); leave it out or set 0")
-            if easy_margin:
-                raise ValueError("takes no easy_margin")
-            return SoftmaxHead(embed_dim, num_classes, scale=scale)
-        scale = 30.0 if scale is None else scale
-        margin = 0.2 if margin is None else margin
-        if kind == "am":
-            if easy_margin:
-                raise ValueError("takes no easy_margin (it is an AAM option)")
-            return AMHead(embed_dim, num_classes, scale=scale, margin=margin)
-        return AAMHead(embed_dim, num_classes, scale=scale, margin=margin, easy_margin=easy_margin)
-    except ValueError as err:
-        raise InputError(f"head {kind!r}: {err}") from None
+    spec = HeadSpec.from_config({"kind": kind, **{k: v for k, v in args.items() if v is not None}}, source="build_head")
+    return spec.build(embed_dim=embed_dim, num_classes=num_classes)

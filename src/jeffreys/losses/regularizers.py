@@ -14,7 +14,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputError
+from ..registry import LOSSES, LossSpec
 from . import _native
 from ._fused import JeffreysRows, term_rows
 
@@ -85,6 +85,7 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
+@LOSSES.register("jeffreys")
 class JeffreysLoss(nn.Module):
     """Cross-entropy plus the Jeffreys regulariser of the non-target output distribution.
 
@@ -170,6 +171,18 @@ class JeffreysLoss(nn.Module):
         )
 
 
+@LOSSES.register("ce")
+class CrossEntropy(JeffreysLoss):
+    """Cross-entropy, ``JeffreysLoss(alpha=0, beta=0)``: the same kernel, and ``terms()``."""
+
+    def __init__(self, reduction: Reduction = "mean") -> None:
+        super().__init__(alpha=0.0, beta=0.0, target_weight="paper", reduction=reduction)
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}"
+
+
+@LOSSES.register("ls")
 class LabelSmoothingLoss(JeffreysLoss):
     """Label smoothing: ``JeffreysLoss(alpha, beta=0)``.
 
@@ -189,6 +202,7 @@ class LabelSmoothingLoss(JeffreysLoss):
         return f"alpha={self.alpha}, target_weight={self.target_weight!r}, reduction={self.reduction!r}"
 
 
+@LOSSES.register("confidence_penalty")
 class ConfidencePenaltyLoss(nn.Module):
     """Cross-entropy minus ``beta`` times the entropy of the whole output distribution.
 
@@ -228,40 +242,15 @@ class ConfidencePenaltyLoss(nn.Module):
         return f"beta={self.beta}, reduction={self.reduction!r}"
 
 
-LOSS_KINDS = ("ce", "ls", "jeffreys", "confidence_penalty")
-# Defaults when the config leaves a weight out: the paper's best alpha=0.1, beta=0.025;
-# Pereyra et al. report beta in 0.1..1 for their tasks, so 0.1.
-_DEFAULTS = {"ce": {}, "ls": {"alpha": 0.1}, "jeffreys": {"alpha": 0.1, "beta": 0.025},
-             "confidence_penalty": {"beta": 0.1}}
+def build_loss(kind: str, **args) -> nn.Module:
+    """The loss ``kind`` (``ce``, ``ls``, ``jeffreys``, ``confidence_penalty`` or
+    ``module:Class``) with ``args``.
 
-
-def build_loss(
-    kind: str,
-    alpha: float | None = None,
-    beta: float | None = None,
-    target_weight: TargetWeight = "paper",
-    reduction: Reduction = "mean",
-) -> nn.Module:
-    """The loss of a training config: ``ce``, ``ls``, ``jeffreys`` or ``confidence_penalty``.
-
-    A weight left as None takes the kind's default; a non-zero weight the kind does not use
-    (``alpha`` for ``ce``, ``beta`` for ``ls``...) is an error rather than silently ignored.
-    Raises :class:`jeffreys.errors.InputError` (a ValueError) naming the bad key.
+    An argument given as None takes the class's default (the paper's alpha=0.1, beta=0.025
+    for ``jeffreys``; Pereyra et al.'s range starts at beta=0.1, the default of
+    ``confidence_penalty``); an argument the kind does not take (``alpha`` for ``ce``,
+    ``beta`` for ``ls``...) is an error rather than silently ignored. Raises
+    :class:`jeffreys.errors.InputError` (a ValueError) naming it.
     """
-    if kind not in LOSS_KINDS:
-        raise InputError(f"loss kind must be one of {', '.join(LOSS_KINDS)}, got {kind!r}")
-    given = {"alpha": alpha, "beta": beta}
-    for name, value in given.items():
-        if value is not None and name not in _DEFAULTS[kind] and value != 0:
-            raise InputError(f"loss kind {kind!r} takes no {name} (got {value}); leave it out or set 0")
-    w = {name: (given[name] if given[name] is not None else default)
-         for name, default in _DEFAULTS[kind].items()}
-    try:
-        if kind == "confidence_penalty":
-            return ConfidencePenaltyLoss(beta=w["beta"], reduction=reduction)
-        if kind == "ls":
-            return LabelSmoothingLoss(alpha=w["alpha"], target_weight=target_weight, reduction=reduction)
-        return JeffreysLoss(alpha=w.get("alpha", 0.0), beta=w.get("beta", 0.0),
-                            target_weight=target_weight, reduction=reduction)
-    except ValueError as err:
-        raise InputError(f"loss {kind!r}: {err}") from None
+    spec = LossSpec.from_config({"kind": kind, **{k: v for k, v in args.items() if v is not None}}, source="build_loss")
+    return spec.build()

@@ -3,9 +3,14 @@
 The file is ``torch.save`` of a dict of tensors, strings, numbers and lists, so
 ``torch.load(path, weights_only=True)`` reads it without running any pickled code::
 
-    {"format": "jeffreys-model/1", "model_config": {...}, "state_dict": {...},
-     "head_config": {"kind", "embed_dim", "num_classes", "scale", "margin", "easy_margin"} | None,
+    {"format": "jeffreys-model/2",
+     "model": {"kind": "resnet", "preset": ..., ARGS...}, "state_dict": {...},
+     "head": {"kind": "aam", ARGS..., "embed_dim": D, "num_classes": K} | None,
      "head_state_dict": {...} | None, "speakers": [...], "meta": {...}}
+
+``model`` and ``head`` are the config sections of :mod:`jeffreys.registry` (a registered kind
+or a plug-in ``module:Class``, which is imported only when allowed: see there). Files of
+format ``jeffreys-model/1`` (a ResNet and a built-in head) are read as well.
 
 ``meta`` holds whatever later stages learn about the model: the training-set embedding
 mean (``"mean"``), a decision ``"threshold"``, a ``"calibration"`` ``{"a", "b"}``; it is
@@ -14,7 +19,6 @@ updated in place by :func:`update_bundle_meta` (an atomic rewrite).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -24,12 +28,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import from_dict, to_dict
 from ..errors import InputError
-from .resnet import ResNetConfig, SpeakerModel
+from ..registry import HeadSpec, ModelSpec
+from .resnet import SpeakerModel
 
-FORMAT = "jeffreys-model/1"
-_HEAD_KEYS = ("kind", "embed_dim", "num_classes", "scale", "margin", "easy_margin")
+FORMAT = "jeffreys-model/2"
+_FORMATS = ("jeffreys-model/1", FORMAT)
 
 
 @dataclass
@@ -38,27 +42,19 @@ class Bundle:
     head: nn.Module | None
     speakers: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)  # the model config as plain data
-    head_config: dict[str, Any] | None = None
+    config: dict[str, Any] = field(default_factory=dict)  # the model section: kind, preset, arguments
+    head_config: dict[str, Any] | None = None  # the head section, with embed_dim and num_classes
 
 
-def head_config_of(head: nn.Module, kind: str | None = None) -> dict[str, Any]:
-    """The ``build_head`` arguments that rebuild ``head`` (its current scale and margin)."""
+def head_config_of(head: nn.Module) -> dict[str, Any]:
+    """The head's config section (its current scale and margin) with ``embed_dim`` and
+    ``num_classes``: what rebuilds it."""
     weight = head.weight
-    kind = kind or getattr(head, "kind", None) or _HEAD_KINDS.get(type(head).__name__)
-    if kind is None:
-        raise ValueError(f"cannot tell the kind of head {type(head).__name__}; pass kind=")
-    return {
-        "kind": kind,
-        "embed_dim": int(weight.shape[1]),
-        "num_classes": int(weight.shape[0]),
-        "scale": None if getattr(head, "scale", None) is None else float(head.scale),  # softmax: None
-        "margin": float(getattr(head, "margin", 0.0)),
-        "easy_margin": bool(getattr(head, "easy_margin", False)),
-    }
-
-
-_HEAD_KINDS = {"SoftmaxHead": "softmax", "AMHead": "am", "AAMHead": "aam"}
+    section = HeadSpec.of(head).as_dict()
+    for key in ("scale", "margin"):  # a scheduler may have changed them since the build
+        if key in section and getattr(head, key, None) is not None:
+            section[key] = float(getattr(head, key))
+    return {**section, "embed_dim": int(weight.shape[1]), "num_classes": int(weight.shape[0])}
 
 
 def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -85,8 +81,6 @@ def save_bundle(
     head: nn.Module | None,
     speakers: list[str],
     meta: dict[str, Any] | None = None,
-    *,
-    head_kind: str | None = None,
 ) -> Path:
     """Write the bundle of ``model`` (+ ``head`` and its ``speakers``) atomically to ``path``."""
     path = Path(path)
@@ -95,9 +89,9 @@ def save_bundle(
         raise ValueError(f"{len(speakers)} speakers for a head of {head.weight.shape[0]} classes")
     data = {
         "format": FORMAT,
-        "model_config": to_dict(model.config),
+        "model": model.spec.as_dict(),
         "state_dict": _cpu(model.state_dict()),
-        "head_config": head_config_of(head, head_kind) if head is not None else None,
+        "head": head_config_of(head) if head is not None else None,
         "head_state_dict": _cpu(head.state_dict()) if head is not None else None,
         "speakers": list(speakers),
         "meta": dict(meta or {}),
@@ -113,48 +107,79 @@ def _read(path: Path) -> dict[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and weights_only errors all mean "not our file"
         raise InputError(f"{path}: not a jeffreys model bundle ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") not in _FORMATS:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise InputError(f"{path}: not a jeffreys model bundle (format {found!r}, expected {FORMAT!r})")
-    for key in ("model_config", "state_dict", "speakers", "meta"):
+    if data["format"] != FORMAT:
+        data = _from_format_1(data, path)
+    for key in ("model", "state_dict", "speakers", "meta"):
         if key not in data:
             raise InputError(f"{path}: model bundle lacks key {key!r}")
     return data
+
+
+def _from_format_1(data: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A ``jeffreys-model/1`` file as format 2: the ResNet was the only model, the head
+    section held every built-in head's arguments, the embedder's weights were ``resnet.*``."""
+    for key in ("model_config", "state_dict"):
+        if key not in data:
+            raise InputError(f"{path}: model bundle lacks key {key!r}")
+    out = dict(data, format=FORMAT, model={"kind": "resnet", **data.pop("model_config")})
+    if isinstance(out["state_dict"], dict):
+        out["state_dict"] = {("embedder." + k[len("resnet."):] if k.startswith("resnet.") else k): v
+                             for k, v in out["state_dict"].items()}
+    hc = out.pop("head_config", None)
+    if isinstance(hc, dict):
+        hc = dict(hc)
+        if hc.get("kind") == "softmax":
+            hc.pop("margin", None), hc.pop("easy_margin", None)
+        elif hc.get("kind") == "am":
+            hc.pop("easy_margin", None)
+    out["head"] = hc
+    return out
 
 
 def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> Bundle:
     """Read a bundle written by :func:`save_bundle`; the model (and head) in eval mode."""
     path = Path(path)
     data = _read(path)
-    cfg = from_dict(ResNetConfig, data["model_config"], source=str(path), prefix="model_config")
-    model = SpeakerModel(cfg)
+    spec = ModelSpec.from_config(data["model"], source=str(path), prefix="model", trusted=False)
+    try:
+        model = SpeakerModel(spec)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{path}: cannot build the model ({e})") from None
     try:
         model.load_state_dict(data["state_dict"])
-    except RuntimeError as e:
+    except (RuntimeError, TypeError, AttributeError) as e:
         raise InputError(f"{path}: weights do not match the model config ({str(e).splitlines()[0]})") from None
     head = None
-    if data.get("head_config") is not None:
-        from ..losses import build_head
-
-        hc = data["head_config"]
-        missing = [k for k in _HEAD_KEYS if k not in hc]
-        if missing:
-            raise InputError(f"{path}: head_config lacks key {missing[0]!r}")
-        head = build_head(hc["kind"], hc["embed_dim"], hc["num_classes"], hc["scale"], hc["margin"], easy_margin=hc["easy_margin"])
+    hc = data.get("head")
+    if hc is not None:
+        if not isinstance(hc, dict):
+            raise InputError(f"{path}: key 'head': must be a mapping, got {type(hc).__name__}")
+        hc = dict(hc)
+        sizes = {}
+        for key in ("embed_dim", "num_classes"):
+            v = hc.pop(key, None)
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise InputError(f"{path}: key 'head.{key}': must be an integer, got {v!r}")
+            sizes[key] = v
+        head = HeadSpec.from_config(hc, source=str(path), prefix="head", trusted=False).build(source=str(path), **sizes)
         try:
             head.load_state_dict(data["head_state_dict"])
-        except (RuntimeError, TypeError) as e:
-            raise InputError(f"{path}: head weights do not match head_config ({str(e).splitlines()[0]})") from None
-        if len(data["speakers"]) != hc["num_classes"]:
-            raise InputError(f"{path}: {len(data['speakers'])} speakers for a head of {hc['num_classes']} classes")
+        except (RuntimeError, TypeError, AttributeError) as e:
+            raise InputError(f"{path}: head weights do not match its config ({str(e).splitlines()[0]})") from None
+        if len(data["speakers"]) != sizes["num_classes"]:
+            raise InputError(f"{path}: {len(data['speakers'])} speakers for a head of {sizes['num_classes']} classes")
         head = head.to(device).eval()
+        hc = data["head"]
     return Bundle(
         model=model.to(device).eval(),
         head=head,
         speakers=list(data["speakers"]),
         meta=dict(data["meta"]),
-        config=dataclasses.asdict(cfg),
-        head_config=data.get("head_config"),
+        config=spec.as_dict(),
+        head_config=hc,
     )
 
 

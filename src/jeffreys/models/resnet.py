@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..registry import MODELS, ModelSpec
+
 
 @dataclass
 class ResNetConfig:
@@ -121,10 +123,17 @@ class StatsPool(nn.Module):
 
 
 class ResNetEmbedder(nn.Module):
-    """Features [B, frames, mels] → embedding [B, embed_dim]."""
+    """Features [B, frames, mels] → embedding [B, embed_dim].
 
-    def __init__(self, cfg: ResNetConfig):
+    Built from a :class:`ResNetConfig` or from its fields as keyword arguments (the model
+    registry's ``resnet`` kind, whose ``preset`` key starts from :data:`PRESETS`)."""
+
+    Config = ResNetConfig
+
+    def __init__(self, cfg: ResNetConfig | None = None, /, **fields):
         super().__init__()
+        cfg = cfg if cfg is not None else ResNetConfig(**fields)
+        self.config = cfg
         stem = cfg.stem_width or cfg.widths[0]
         self.stem = nn.Sequential(
             nn.Conv2d(1, stem, 3, cfg.stem_stride, 1, bias=False), nn.BatchNorm2d(stem), nn.ReLU()
@@ -153,20 +162,32 @@ class ResNetEmbedder(nn.Module):
 
 
 class SpeakerModel(nn.Module):
-    """Waveforms [B, samples] (float32, ``cfg.sample_rate``) → embeddings [B, embed_dim].
+    """Waveforms [B, samples] (float32, at ``sample_rate``) → embeddings [B, embed_dim].
 
-    The log mel filterbank front-end (:class:`jeffreys.features.Fbank`) is part of the
-    module so a saved model needs nothing else; :meth:`embed_features` skips it for callers
-    that compute or cache the features themselves.
+    The log mel filterbank front-end (:class:`jeffreys.features.Fbank`) and an embedder
+    (features → embedding: the paper's ResNet, or any kind of the model registry) form one
+    module, so a saved model needs nothing else; :meth:`embed_features` skips the front-end
+    for callers that compute or cache the features themselves. ``SpeakerModel(cfg)`` with a
+    :class:`ResNetConfig` builds the ResNet; a :class:`jeffreys.registry.ModelSpec` any kind.
     """
 
-    def __init__(self, cfg: ResNetConfig):
+    def __init__(self, cfg: ResNetConfig | ModelSpec):
         super().__init__()
         from ..features import Fbank
 
-        self.config = cfg
-        self.fbank = Fbank(num_mel_bins=cfg.num_mel_bins, sample_rate=cfg.sample_rate)
-        self.resnet = ResNetEmbedder(cfg)
+        if isinstance(cfg, ResNetConfig):
+            cfg = ModelSpec("resnet", dataclasses.asdict(cfg))
+        self.spec = cfg
+        self.embedder = cfg.build()
+        self.num_mel_bins = int(cfg.args["num_mel_bins"])
+        self.embed_dim = int(cfg.args["embed_dim"])
+        self.sample_rate = int(cfg.args.get("sample_rate", 16000))
+        self.fbank = Fbank(num_mel_bins=self.num_mel_bins, sample_rate=self.sample_rate)
+
+    @property
+    def config(self):
+        """The embedder's typed configuration (a :class:`ResNetConfig` for the ResNet)."""
+        return getattr(self.embedder, "config", None) or self.spec
 
     def features(self, waves: torch.Tensor) -> torch.Tensor:
         """Mean-normalised log mel filterbanks [B, frames, mels], computed without gradient."""
@@ -176,10 +197,10 @@ class SpeakerModel(nn.Module):
             return self.fbank(waves.float())
 
     def embed_features(self, feats: torch.Tensor) -> torch.Tensor:
-        return self.resnet(feats)
+        return self.embedder(feats)
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        return self.resnet(self.features(waves))
+        return self.embedder(self.features(waves))
 
 
 def param_count(cfg: ResNetConfig | str) -> int:
@@ -187,3 +208,6 @@ def param_count(cfg: ResNetConfig | str) -> int:
     if isinstance(cfg, str):
         cfg = PRESETS[cfg]
     return sum(p.numel() for p in ResNetEmbedder(cfg).parameters() if p.requires_grad)
+
+
+MODELS.register("resnet", presets=PRESETS, default_preset="paper")(ResNetEmbedder)
