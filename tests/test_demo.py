@@ -17,7 +17,8 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "--seed", "1"]) == 0
     printed = capsys.readouterr().out
-    assert "| AAM-Jeffreys |" in printed and printed.count("bootstrap interval") == 1
+    assert "| AAM-Jeffreys |" in printed and printed.count("replicates resampling") == 1
+    assert "What these 1 seed(s) and evaluation speakers can separate" in printed
     res = json.loads((out / "results.json").read_text())
     assert list(res["systems"]) == ["aam", "aam_ls_wd", "aam_ls", "aam_jeffreys"]
     domains = {k: v["domain"] for k, v in res["eval_sets"].items()}
@@ -28,7 +29,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     # Each system trained with its own loss and weight decay (the config as run is kept).
     import yaml
 
-    ran = {s: yaml.safe_load((out / "systems" / s / "train" / "config.yaml").read_text()) for s in res["systems"]}
+    ran = {s: yaml.safe_load((out / "systems" / s / "seed-1" / "train" / "config.yaml").read_text()) for s in res["systems"]}
     assert [ran[s]["loss"]["kind"] for s in res["systems"]] == ["ce", "ls", "ls", "jeffreys"]
     assert [ran[s]["optim"]["weight_decay"] > 0 for s in res["systems"]] == [True, True, False, False]
     assert ran["aam_jeffreys"]["loss"]["alpha"] == 0.1 and ran["aam_jeffreys"]["loss"]["beta"] == 0.025
@@ -39,8 +40,8 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     from jeffreys.models import load_bundle
 
     b = load_bundle(out / "model.pt")
-    mean = np.load(out / "systems" / "aam_jeffreys" / "mean.npy")
-    assert np.allclose(b.meta["mean"], mean) and b.meta["threshold"] == res["systems"]["aam_jeffreys"]["eval"]["in_domain"]["eer_threshold"]
+    mean = np.load(out / "systems" / "aam_jeffreys" / "seed-1" / "mean.npy")
+    assert np.allclose(b.meta["mean"], mean) and b.meta["threshold"] == res["systems"]["aam_jeffreys"]["runs"]["1"]["eval"]["in_domain"]["eer_threshold"]
     dd = read_datadir(out / "corpus" / "in_domain")
     utt = dd.utts[0]
     rc = main(["verify", str(out / "model.pt"), dd.wav[utt], dd.wav[utt]])

@@ -14,7 +14,7 @@ import yaml
 
 from jeffreys.data.datadir import write_datadir
 from jeffreys.errors import InputError
-from jeffreys.experiment import eer_threshold, load_experiment, run_experiment, subset_utts
+from jeffreys.experiment import load_experiment, run_experiment, subset_utts
 from jeffreys.losses import build_head
 from jeffreys.models import ResNetConfig, SpeakerModel, save_bundle
 
@@ -58,7 +58,7 @@ def mini(tmp_path_factory):
     speakers = [f"s{s:02d}" for s in range(6)]
     for i, name in enumerate(("a", "b")):
         torch.manual_seed(i)
-        save_bundle(root / f"{name}.pt", SpeakerModel(TINY), build_head("aam", 8, 6, 30.0, 0.2), speakers)
+        save_bundle(root / f"{name}.pt", SpeakerModel(TINY), build_head("aam", 8, 6, scale=30.0, margin=0.2), speakers)
     return root
 
 
@@ -95,7 +95,7 @@ def test_runner_end_to_end_and_rerun_skips(mini, tmp_path):
     # recomputed here from the embedding files in float64.
     from jeffreys.embeddings import read_embeddings
 
-    sdir = out / "systems" / "a"
+    sdir = out / "systems" / "a" / "seed-0"
     _, temb = read_embeddings(next((sdir / "emb").glob("train*.scp")))
     assert len(temb) == 12
     mean = np.asarray(temb, dtype=np.float64).mean(axis=0)
@@ -107,9 +107,13 @@ def test_runner_end_to_end_and_rerun_skips(mini, tmp_path):
         want = e[a] @ e[b] / np.linalg.norm(e[a]) / np.linalg.norm(e[b])
         assert float(s) == pytest.approx(want, abs=2e-6)
     m = res["systems"]["a"]["eval"]["ind"]
+    run = res["systems"]["a"]["runs"]["0"]["eval"]["ind"]
     assert m["n_target"] + m["n_nontarget"] == len(lines) == 66
+    assert m["eer"] == run["eer"] == m["per_seed"]["eer"][0]  # one seed: the mean is that run
     assert m["ci"]["eer"][0] <= m["eer"] <= m["ci"]["eer"][1]
-    assert 1 <= m["probe"]["mean_top_speakers"] <= 6
+    assert 1 <= run["probe"]["mean_top_speakers"] <= 6
+    c = res["comparisons"]["b"]["ind"]["eer"]
+    assert c["reference"] == "a" and c["seeds"] == 1 and 0 < c["p"] <= 1 and c["ci"][0] <= c["diff_rel"] <= c["ci"][1]
 
     # Re-running skips every stage: no embedding file is rewritten.
     stamp = {p: p.stat().st_mtime_ns for p in (out / "systems").rglob("*.ark")}
@@ -154,12 +158,3 @@ def test_subset_is_speaker_balanced_and_seeded(mini):
     counts = np.bincount([int(dd.utt2spk[u][1:]) for u in sub])
     assert counts.max() - counts.min() <= 1
     assert subset_utts(dd, 0, 0) == dd.utts
-
-
-def test_eer_threshold_against_brute_force():
-    rng = np.random.default_rng(0)
-    y = rng.random(400) < 0.3
-    s = np.round(rng.normal(y * 1.5, 1.0), 1)  # ties
-    t = eer_threshold(s, y)
-    best = min(np.unique(s), key=lambda c: (abs(np.mean(s[y] < c) - np.mean(s[~y] >= c)), c))
-    assert t == best

@@ -395,3 +395,14 @@ def test_act_dcf_threshold_is_exact_for_float32():
         assert r["act_dcf"][p] == pytest.approx((p * 0.5 + (1 - p) * 0.5) / min(p, 1 - p))
         assert evaluate(s.astype(np.float64), y, p_targets=(p,))["act_dcf"] == r["act_dcf"]
     assert directions == {True, False}  # both rounding directions were exercised
+
+
+def test_eer_threshold_against_brute_force():
+    from jeffreys.metrics import eer_threshold
+
+    rng = np.random.default_rng(0)
+    y = rng.random(400) < 0.3
+    s = np.round(rng.normal(y * 1.5, 1.0), 1)  # ties
+    t = eer_threshold(s, y)
+    best = min(np.unique(s), key=lambda c: (abs(np.mean(s[y] < c) - np.mean(s[~y] >= c)), c))
+    assert t == best

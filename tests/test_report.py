@@ -32,8 +32,13 @@ def test_table_csv_and_json_keys():
     # a results dict that went through JSON has string p_target keys
     via_json = json.loads(json.dumps(jsonable(RESULTS)))
     rows = list(csv.reader(io.StringIO(table_csv(via_json, evalsets=["DiPCo"]))))
-    assert rows[0] == ["system", "DiPCo EER %", "DiPCo minDCF p=0.01"]
-    assert float(rows[1][1]) == pytest.approx(5.85) and float(rows[2][2]) == pytest.approx(0.336)
+    assert rows[0] == ["system", "DiPCo EER %", "DiPCo EER % lo", "DiPCo EER % hi", "DiPCo minDCF p=0.01",
+                       "DiPCo minDCF lo", "DiPCo minDCF hi"]
+    assert float(rows[1][1]) == pytest.approx(5.85) and float(rows[2][4]) == pytest.approx(0.336)
+    assert rows[1][2:4] == ["", ""]  # no intervals in these cells
+    with_ci = {"S": {"X": {"eer": 0.1, "min_dcf": {0.01: 0.5}, "ci": {"eer": [0.08, 0.12], "min_dcf": [0.4, 0.6]}}}}
+    row = list(csv.reader(io.StringIO(table_csv(with_ci))))[1]
+    assert [float(v) for v in row[1:]] == pytest.approx([10.0, 8.0, 12.0, 0.5, 0.4, 0.6])
     with pytest.raises(InputError, match="no minDCF at p_target=0.05"):
         table_csv(RESULTS, p_target=0.05)
 

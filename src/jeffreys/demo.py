@@ -13,8 +13,9 @@
    ``jeffreys extract`` and ``jeffreys export``.
 
 The experiment is the YAML file ``jeffreys/conf/demo_experiment.yaml`` (``${CORPUS}`` is
-the corpus directory); ``--quick`` shrinks corpus, training and bootstrap to a smoke run
-that exercises every stage. Re-running into the same ``OUT`` skips finished stages.
+the corpus directory; its systems train with ``jeffreys/conf/demo.yaml``); ``--quick``
+merges ``jeffreys/conf/demo_quick.yaml`` over it, shrinking corpus, training and bootstrap
+to a smoke run that exercises every stage. Re-running into the same ``OUT`` skips finished stages.
 """
 
 from __future__ import annotations
@@ -29,9 +30,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import from_dict
 from .errors import InputError
-from .experiment import ExperimentConfig, _merge, run_experiment
+from .experiment import ExperimentConfig, load_experiment, run_experiment
 
 # Corpus sizes (jeffreys.corpora.synth.Sizes fields); the full demo uses the preparer's defaults.
 CORPUS_FULL: dict = {}
@@ -39,15 +39,12 @@ CORPUS_QUICK = {"train_speakers": 16, "utts_per_speaker": 6, "eval_speakers": 4,
 
 
 def demo_config(corpus: Path, quick: bool, seed: int) -> ExperimentConfig:
-    """The demo's experiment: the packaged YAML with ``${CORPUS}`` filled in (and its ``quick`` section applied)."""
-    text = resources.files("jeffreys").joinpath("conf/demo_experiment.yaml").read_text(encoding="utf-8")
-    data = yaml.safe_load(text.replace("${CORPUS}", str(corpus)))
-    quick_part = data.pop("quick", {}) or {}
-    if quick:
-        data = _merge(data, quick_part)
-    data["seed"] = seed
-    data.setdefault("train", {})["seed"] = seed
-    return from_dict(ExperimentConfig, data, source="jeffreys/conf/demo_experiment.yaml")
+    """The demo's experiment: the packaged ``conf/demo_experiment.yaml`` with ``${CORPUS}``
+    the corpus directory (and ``conf/demo_quick.yaml`` merged over it for ``--quick``)."""
+    conf = resources.files("jeffreys") / "conf"
+    with resources.as_file(conf / "demo_experiment.yaml") as path:
+        patch = yaml.safe_load((conf / "demo_quick.yaml").read_text(encoding="utf-8")) if quick else {}
+        return load_experiment(path, {"seed": seed, "seeds": [seed]}, variables={"CORPUS": str(corpus)}, patch=patch)
 
 
 def build_corpus(dst: Path, quick: bool, seed: int, log) -> Path:
@@ -85,12 +82,14 @@ def save_demo_model(results: dict, out: Path, system: str, in_domain: str) -> Pa
     from .models import update_bundle_meta
 
     sres = results["systems"][system]
+    seed = sres["seeds"][0]
+    run = sres["runs"][str(seed)]
     dst = out / "model.pt"
     tmp = out / ".model.pt.tmp"
-    shutil.copyfile(sres["model"], tmp)
+    shutil.copyfile(run["model"], tmp)
     os.replace(tmp, dst)
-    mean = np.load(out / "systems" / system / "mean.npy")
-    ev = sres["eval"][in_domain]
+    mean = np.load(out / "systems" / system / f"seed-{seed}" / "mean.npy")
+    ev = run["eval"][in_domain]
     update_bundle_meta(
         dst,
         mean=[float(v) for v in mean],
@@ -128,6 +127,7 @@ def cli_demo(argv: list[str]) -> int:
     model = save_demo_model(results, out, cfg.systems[-1].name, in_domain)
     print()
     print(results["table_markdown"], end="")
+    print(results["comparisons_markdown"], end="")
     print()
     print(f"jeffreys demo: done in {(time.monotonic() - t0) / 60:.1f} min. Results in {out}/: table.md, "
           f"results.json, gains.png (Fig. 3), det_*.png (Figs. 4-5), probe_*.png (Figs. 1-2), nontarget_*.png")

@@ -32,6 +32,7 @@ import argparse
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from pathlib import Path
@@ -44,6 +45,20 @@ from .errors import InputError
 DEFAULT_BATCH_SECONDS = 100.0
 DEFAULT_MAX_CHUNK_SECONDS = 60.0
 FORMATS = ("kaldi", "npy")
+
+
+@dataclass
+class ExtractOptions:
+    """The batching and reading options of :func:`extract`, typed for configs (an
+    experiment's ``extract.options``): every field is the keyword argument of that name."""
+
+    batch_seconds: float = DEFAULT_BATCH_SECONDS
+    max_chunk_seconds: float = DEFAULT_MAX_CHUNK_SECONDS
+    crop_fraction: float = 0.0
+    num_workers: int = 2
+    allow_pipes: bool = False
+    compile: bool = False
+    channels_last: bool = True
 
 
 # --------------------------------------------------------------------------- model

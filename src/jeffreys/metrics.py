@@ -326,9 +326,68 @@ def optimal_llr(scores, labels) -> np.ndarray:
     return llr_block[np.searchsorted(np.cumsum(bt + bn), first, side="right")]
 
 
-def _multiplicities(rng: np.random.Generator, n: int) -> np.ndarray:
-    """How often each of n items is drawn in n draws with replacement (O(n), no sort)."""
+def multiplicities(rng: np.random.Generator, n: int) -> np.ndarray:
+    """How often each of n items is drawn in n draws with replacement (O(n), no sort):
+    the weights of one bootstrap replicate."""
     return np.bincount(rng.integers(0, n, n), minlength=n)
+
+
+class SortedTrials:
+    """One scored trial list, split by label and sorted once, to be evaluated on many
+    resamples (bootstrap replicates): a resample repeats each trial by a weight, and
+    repeating the items of a sorted array keeps it sorted, so no replicate sorts again.
+
+    ``groups``: one hashable id per trial (e.g. the enrolment speaker); whole groups are
+    then resampled together (:meth:`group_weights` / :meth:`evaluate` with ``group_w``).
+    """
+
+    def __init__(self, scores, labels, groups: Sequence[Hashable] | np.ndarray | None = None):
+        s = np.asarray(scores)
+        y = np.asarray(labels)
+        _split(s, y)  # validation with the same messages as evaluate()
+        s = s if s.dtype.kind == "f" else s.astype(np.float64)
+        y = y.astype(bool)
+        order = np.argsort(s, kind="stable")
+        s_sorted, y_sorted = s[order], y[order]
+        self.tar, self.non = s_sorted[y_sorted], s_sorted[~y_sorted]
+        self.n_groups = 0
+        if groups is not None:
+            if len(groups) != len(s):
+                raise InputError(f"{len(groups)} groups but {len(s)} trials")
+            _, gidx = np.unique(np.asarray(groups), return_inverse=True)
+            gidx = gidx.ravel()
+            self.n_groups = int(gidx.max()) + 1
+            self.g_tar, self.g_non = gidx[order][y_sorted], gidx[order][~y_sorted]
+
+    def has_both(self, *, group_w: np.ndarray | None = None, tar_w: np.ndarray | None = None,
+                 non_w: np.ndarray | None = None) -> bool:
+        """Whether a resample (weights as in :meth:`evaluate`) holds targets and non-targets."""
+        if group_w is not None:
+            return bool(group_w[self.g_tar].any() and group_w[self.g_non].any())
+        if tar_w is not None:
+            return bool(tar_w.any() and non_w.any())
+        return True
+
+    def evaluate(self, p_targets=(0.01,), metrics: Sequence[str] = ALL_METRICS, *, group_w: np.ndarray | None = None,
+                 tar_w: np.ndarray | None = None, non_w: np.ndarray | None = None, c_miss: float = 1.0,
+                 c_fa: float = 1.0) -> dict | None:
+        """The metrics of one resample: each group repeated ``group_w[g]`` times, or targets
+        and non-targets by ``tar_w`` / ``non_w``; all trials once without weights. None when
+        the resample holds no target or no non-target."""
+        tar, non = self.tar, self.non
+        if group_w is not None:
+            tar, non = np.repeat(tar, group_w[self.g_tar]), np.repeat(non, group_w[self.g_non])
+        elif tar_w is not None:
+            tar, non = np.repeat(tar, tar_w), np.repeat(non, non_w)
+        if len(tar) == 0 or len(non) == 0:
+            return None
+        return _evaluate_sorted(tar, non, _priors(p_targets), c_miss, c_fa, want=tuple(metrics))
+
+
+def percentile_interval(values, ci: float) -> tuple[float, float]:
+    """The central ``ci`` percentile interval of bootstrap replicates (NaNs ignored)."""
+    lo, hi = np.nanquantile(np.asarray(values, dtype=np.float64), [(1 - ci) / 2, 1 - (1 - ci) / 2])
+    return float(lo), float(hi)
 
 
 def bootstrap_ci(
@@ -363,61 +422,42 @@ def bootstrap_ci(
     bad = [m for m in metrics if m not in ALL_METRICS]
     if bad:
         raise InputError(f"unknown metric {bad[0]!r} (known: {', '.join(ALL_METRICS)})")
-    s = np.asarray(scores)
-    y = np.asarray(labels)
-    _split(s, y)  # validation with the same messages as evaluate()
-    s = s if s.dtype.kind == "f" else s.astype(np.float64)
-    y = y.astype(bool)
-    order = np.argsort(s, kind="stable")
-    s_sorted, y_sorted = s[order], y[order]
-    tar, non = s_sorted[y_sorted], s_sorted[~y_sorted]
-    if groups is not None:
-        if len(groups) != len(s):
-            raise InputError(f"{len(groups)} groups but {len(s)} trials")
-        _, gidx = np.unique(np.asarray(groups), return_inverse=True)
-        gidx = gidx.ravel()
-        n_groups = int(gidx.max()) + 1
-        g_tar, g_non = gidx[order][y_sorted], gidx[order][~y_sorted]
+    trials = SortedTrials(scores, labels, groups)
     rng = np.random.default_rng(seed)
     rows: list[dict] = []
-    skipped = 0
     for _ in range(n_boot):
         if groups is None:
-            wt, wn = _multiplicities(rng, len(tar)), _multiplicities(rng, len(non))
+            w = {"tar_w": multiplicities(rng, len(trials.tar)), "non_w": multiplicities(rng, len(trials.non))}
         else:
-            g = _multiplicities(rng, n_groups)
-            wt, wn = g[g_tar], g[g_non]
-        # repeating a sorted array's items keeps it sorted: no sort per replicate
-        bt, bn = np.repeat(tar, wt), np.repeat(non, wn)
-        if len(bt) == 0 or len(bn) == 0:
-            skipped += 1
-            continue
-        rows.append(_evaluate_sorted(bt, bn, ps, c_miss, c_fa, want=tuple(metrics)))
+            w = {"group_w": multiplicities(rng, trials.n_groups)}
+        row = trials.evaluate(ps, metrics, c_miss=c_miss, c_fa=c_fa, **w)
+        if row is not None:
+            rows.append(row)
+    skipped = n_boot - len(rows)
     if not rows:
         raise InputError("every bootstrap replicate lacked targets or non-targets; too few groups")
-    lo_q, hi_q = (1 - ci) / 2, 1 - (1 - ci) / 2
-
-    def interval(values) -> tuple[float, float]:
-        lo, hi = np.quantile(np.asarray(values, dtype=np.float64), [lo_q, hi_q])
-        return float(lo), float(hi)
-
     out: dict = {"ci": ci, "n_boot": n_boot, "seed": seed, "n_skipped": skipped,
                  "by": "trial" if groups is None else "group"}
     for m in metrics:
         if m in ("min_dcf", "act_dcf"):
-            out[m] = {p: interval([r[m][p] for r in rows]) for p in ps}
+            out[m] = {p: percentile_interval([r[m][p] for r in rows], ci) for p in ps}
         else:
-            out[m] = interval([r[m] for r in rows])
+            out[m] = percentile_interval([r[m] for r in rows], ci)
     return out
 
 
-def speaker_groups(enroll: Sequence[str], utt2spk: dict[str, str] | None = None) -> list[str]:
-    """The speaker of each trial's enrolment utterance, for :func:`bootstrap_ci`.
+def speaker_groups(enroll: Sequence[str], utt2spk: dict[str, str] | None = None,
+                   models: dict[str, Sequence[str]] | None = None) -> list[str]:
+    """The speaker of each trial's enrolment side, for :func:`bootstrap_ci`.
 
-    With ``utt2spk`` the speaker is looked up (a missing utterance is an error); without, it
-    is the first path component of VoxCeleb-style ids (``id10270/x/00001.wav`` → ``id10270``).
+    With ``utt2spk`` the speaker is looked up; an enrolment id that is a model of ``models``
+    (``MODEL -> enrolment utterances``, SITW/SdSV) takes the speaker of its utterances; an id
+    found in neither is an error. Without ``utt2spk``, the speaker is the first path component
+    of VoxCeleb-style ids (``id10270/x/00001.wav`` → ``id10270``).
     """
     if utt2spk is not None:
+        if models:
+            utt2spk = {**{m: utt2spk[us[0]] for m, us in models.items() if us and us[0] in utt2spk}, **utt2spk}
         missing = [u for u in enroll if u not in utt2spk]
         if missing:
             raise InputError(f"utt2spk has no speaker for {len(missing)} enrolment ids, first: {', '.join(missing[:5])}")
@@ -428,6 +468,16 @@ def speaker_groups(enroll: Sequence[str], utt2spk: dict[str, str] | None = None)
             f"cannot tell the speaker of {no_dir[0]!r} (no 'speaker/' prefix); give --utt2spk"
         )
     return [u.split("/", 1)[0] for u in enroll]
+
+
+def eer_threshold(scores, labels) -> float:
+    """A threshold at the equal-error point (accept ``score >= t``): among the distinct
+    scores, the one where ``|Pmiss - Pfa|`` is smallest (ties: the lower one)."""
+    tar, non = _split(scores, labels)
+    cand = np.unique(np.concatenate((tar, non)))
+    pmiss = np.searchsorted(tar, cand, side="left") / len(tar)
+    pfa = 1 - np.searchsorted(non, cand, side="left") / len(non)
+    return float(cand[np.argmin(np.abs(pmiss - pfa))])
 
 
 # --------------------------------------------------------------------------- CLI

@@ -113,15 +113,53 @@ def table_markdown(results: Mapping, p_target: float = 0.01, evalsets: Sequence[
 
 
 def table_csv(results: Mapping, p_target: float = 0.01, evalsets: Sequence[str] | None = None) -> str:
-    """Table 1 as CSV: ``system, <set> EER %, <set> minDCF, ...``; full precision, empty
-    cells where a system lacks a set."""
+    """Table 1 as CSV: ``system, <set> EER %, <set> EER % lo, <set> EER % hi, <set> minDCF,
+    lo, hi, ...``; full precision; empty cells where a system lacks a set or an interval."""
     sets, rows = _rows(results, p_target, evalsets)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["system"] + [h for e in sets for h in (f"{e} EER %", f"{e} minDCF p={p_target:g}")])
+    w.writerow(["system"] + [f"{e} {h}" for e in sets
+                             for h in ("EER %", "EER % lo", "EER % hi", f"minDCF p={p_target:g}", "minDCF lo", "minDCF hi")])
     for system, vals in rows:
-        w.writerow([system] + [x for eer, dcf, *_ in vals for x in (("", "") if eer is None else (repr(eer * 100), repr(dcf)))])
+        cells = []
+        for eer, dcf, eer_ci, dcf_ci in vals:
+            if eer is None:
+                cells += [""] * 6
+                continue
+            cells += [repr(eer * 100), *(("", "") if eer_ci is None else (repr(eer_ci[0] * 100), repr(eer_ci[1] * 100))),
+                      repr(dcf), *(("", "") if dcf_ci is None else (repr(dcf_ci[0]), repr(dcf_ci[1])))]
+        w.writerow([system] + cells)
     return buf.getvalue()
+
+
+def comparisons_markdown(comparisons: Mapping, labels: Mapping[str, str], evalsets: Sequence[str], level: float = 0.95) -> str:
+    """The paired comparisons with the reference (``results.json``'s ``comparisons`` block):
+    per system and evaluation set, the relative change of EER and minDCF (negative = better)
+    with its interval and p-value; bold where the interval excludes 0, "n.d." (not
+    distinguishable) where it does not."""
+    first = next(iter(next(iter(comparisons.values())).values()))
+    ref = labels.get(first["eer"]["reference"], first["eer"]["reference"])
+    sets = [e for e in evalsets if any(e in per for per in comparisons.values())]
+
+    def cell(c: Mapping) -> str:
+        lo, hi = c["ci"]
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return "–"
+        s = f"{100 * c['diff_rel']:+.1f} % [{100 * lo:+.1f}, {100 * hi:+.1f}] p {c['p']:.3f}"
+        return f"**{s}**" if (lo > 0 or hi < 0) else f"{s} n.d."
+
+    head = f"| vs {ref} | " + " | ".join(f"{e} ΔEER | {e} ΔminDCF" for e in sets) + " |"
+    lines = [head, "|---|" + "---:|---:|" * len(sets)]
+    for system, per_set in comparisons.items():
+        cells = []
+        for e in sets:
+            c = per_set.get(e)
+            cells += ["–", "–"] if c is None else [cell(c["eer"]), cell(c["min_dcf"])]
+        lines.append(f"| {labels.get(system, system)} | " + " | ".join(cells) + " |")
+    lines.append(f"\nRelative change of the seed mean against {ref} (negative = better), paired over training seeds "
+                 f"and evaluation speakers; [{100 * level:g} % interval], two-sided bootstrap p. **Bold**: "
+                 f"distinguishable at {100 * level:g} %; n.d.: not distinguishable.")
+    return "\n".join(lines) + "\n"
 
 
 def relative_gains(results: Mapping, baseline: str, p_target: float = 0.01,
@@ -192,6 +230,48 @@ def plot_gains(table: Mapping, baseline: str, out_path: str | Path, p_target: fl
     _save(fig, out_path)
     plt.close(fig)
     return gains
+
+
+def plot_comparisons(comparisons: Mapping, labels: Mapping[str, str], evalsets: Sequence[str], out_path: str | Path,
+                     level: float = 0.95, title: str | None = None) -> None:
+    """Fig. 3 with error bars: the relative gain (percent, positive = better) of each system
+    over the reference per evaluation set, EER and minDCF side by side, from the paired
+    comparisons; the bars' whiskers are the comparisons' intervals, and a hatched bar is not
+    distinguishable from 0."""
+    plt = _pyplot()
+    systems = list(comparisons)
+    sets = [e for e in evalsets if any(e in per for per in comparisons.values())]
+    ticks = [f"{e}\n{m}" for e in sets for m in ("EER", "DCF")]
+    x = np.arange(len(ticks))
+    width = 0.8 / max(1, len(systems))
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(ticks) + 2), 3.8))
+    for k, system in enumerate(systems):
+        gain, err_lo, err_hi, hatch = [], [], [], []
+        for e in sets:
+            for metric in ("eer", "min_dcf"):
+                c = comparisons[system].get(e, {}).get(metric)
+                if c is None or not math.isfinite(c["ci"][0]):
+                    gain.append(math.nan), err_lo.append(0.0), err_hi.append(0.0), hatch.append(False)
+                    continue
+                g, lo, hi = -100 * c["diff_rel"], -100 * c["ci"][1], -100 * c["ci"][0]
+                gain.append(g), err_lo.append(max(0.0, g - lo)), err_hi.append(max(0.0, hi - g))
+                hatch.append(not (c["ci"][0] > 0 or c["ci"][1] < 0))
+        pos = x + (k - (len(systems) - 1) / 2) * width
+        bars = ax.bar(pos, gain, width, label=labels.get(system, system), yerr=[err_lo, err_hi], capsize=2,
+                      error_kw={"lw": 0.8})
+        for bar, h in zip(bars, hatch):
+            if h:
+                bar.set_hatch("///")
+                bar.set_alpha(0.6)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, ticks, fontsize=8)
+    ref = next(iter(next(iter(comparisons.values())).values()))["eer"]["reference"]
+    ax.set_ylabel(f"relative gain over {labels.get(ref, ref)} (%)")
+    ax.set_title(title or f"Relative gains, {100 * level:g} % intervals", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, title=f"hatched: not distinguishable at {100 * level:g} %", title_fontsize=7)
+    _save(fig, out_path)
+    plt.close(fig)
 
 
 def plot_det(systems: Mapping[str, tuple], out_path: str | Path, p_target: float = 0.01, title: str | None = None,

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from ..cache import cache_dir
 from ..errors import InputError, JeffreysError
 
 SOURCE = Path(__file__).with_name("_kernel.c")
@@ -73,13 +74,6 @@ def use_kernel(value: str):
         yield
     finally:
         _forced = saved
-
-
-def cache_dir() -> Path:
-    if os.environ.get("JEFFREYS_CACHE_DIR"):
-        return Path(os.environ["JEFFREYS_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "jeffreys"
 
 
 def _compiler() -> str:
@@ -202,10 +196,14 @@ def library() -> ctypes.CDLL | None:
 
 
 def describe() -> dict:
-    """What the loss runs on here, for benchmarks and bug reports."""
+    """What the loss runs on here, for benchmarks, bug reports and ``results.json``: whether
+    the compiled kernel runs, its threading, its compile flags and the CPU's SIMD features it
+    was built for (``-march=native``: results are bit-reproducible only where these match)."""
     lib = library()
+    simd = sorted({f for f in _cpu_flags().split() if f.startswith(("sse", "avx", "fma", "asimd", "sve", "neon"))})
     return {"kernel": lib is not None, "threads": ("openmp" if lib.jeffreys_kernel_openmp() else "pthreads")
-            if lib is not None else None, "why_not": unavailable_reason()}
+            if lib is not None else None, "why_not": unavailable_reason(),
+            "compile_flags": list(flags()) if lib is not None else None, "cpu_simd_flags": simd}
 
 
 def unavailable_reason() -> str | None:
