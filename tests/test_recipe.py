@@ -18,9 +18,9 @@ RUN = ROOT / "recipes" / "voxceleb" / "run.sh"
 # Tiny model and two optimiser steps per system: the recipe's plumbing, not its accuracy.
 TRAIN_SET = " ".join([
     "model.preset=demo",
-    "model.overrides.widths=[4,4,4,4]",
-    "model.overrides.embed_dim=8",
-    "model.overrides.num_mel_bins=20",
+    "model.widths=[4,4,4,4]",
+    "model.embed_dim=8",
+    "model.num_mel_bins=20",
     "data.chunk_seconds=0.5",
     "data.num_workers=0",
     "data.augment.prob=0.5",
@@ -75,11 +75,11 @@ def test_recipe_on_replicas(tmp_path):
     for d in ["voxceleb2_dev", "voxceleb1", "musan/noise", "rirs", "sitw/eval", "sdsv", "tedx", "dipco"]:
         assert (tmp_path / "data" / d / "utt2spk").is_file(), d
     for sys_ in ["aam", "aam_ls_wd", "aam_ls", "aam_jeffreys"]:
-        assert (tmp_path / "exp" / sys_ / "model.pt").is_file()
-    res = json.loads((tmp_path / "exp" / "results" / "results.json").read_text())
+        assert (tmp_path / "exp" / "systems" / sys_ / "seed-0" / "train" / "model.pt").is_file()
+    res = json.loads((tmp_path / "exp" / "results.json").read_text())
     assert set(res["eval_sets"]) == {"Vox1-O", "Vox1-E", "Vox1-H", "SITW", "SdSV", "TEDx-es", "DiPCo"}
     assert res["systems"]["aam_jeffreys"]["label"] == "AAM-Jeffreys"
-    table = (tmp_path / "exp" / "results" / "table.md").read_text()
+    table = (tmp_path / "exp" / "table.md").read_text()
     assert "| AAM-Softmax + LS w/o weight decay |" in table and "TEDx-es (out) EER %" in table
 
     # Stages are re-runnable: preparation and training are skipped (the experiment's own
@@ -87,7 +87,7 @@ def test_recipe_on_replicas(tmp_path):
     r2 = subprocess.run(["bash", str(RUN), "--stage", "0", "--stop-stage", "4"], env=env, capture_output=True, text=True, timeout=600)
     assert r2.returncode == 0, r2.stdout[-3000:] + r2.stderr[-3000:]
     assert "voxceleb1: " in r2.stdout and "tedx: " in r2.stdout and "exists, skipped" in r2.stdout
-    assert r2.stdout.count("model.pt exists, skipped") == 4
+    assert r2.stdout.count("trained model found") == 4 and "training" not in r2.stdout
 
 
 def test_recipe_rejects_unknown_option():

@@ -8,10 +8,12 @@
 #   1  prepare VoxCeleb1 (Vox1-O/E/H cleaned trial lists)
 #   2  prepare MUSAN and RIRS_NOISES (augmentation)
 #   3  prepare the other evaluation corpora that are present: SITW, SdSV task 2, TEDx Spanish, DiPCo
-#   4  train the four systems (AAM; AAM+LS with weight decay; AAM+LS without; AAM+Jeffreys),
-#      with torchrun on all visible GPUs (plain single process when NGPU=0)
-#   5  extract, score (training-mean centring + cosine), metrics with bootstrap intervals,
-#      Table 1, Figs. 1-5 and results.json: `jeffreys experiment conf/experiment.yaml`
+#   4  train the four systems (AAM; AAM+LS with weight decay; AAM+LS without; AAM+Jeffreys)
+#      from conf/base.yaml and their differences in conf/experiment.yaml, once per seed:
+#      `jeffreys experiment conf/experiment.yaml --only-train`, under torchrun on all
+#      visible GPUs when there are several
+#   5  extract, score (training-mean centring + cosine), metrics with intervals over seeds and
+#      speakers, paired comparisons, Table 1, Figs. 1-5 and results.json (the same command)
 #
 # Paths below; every one can also be set from the environment (VOX2=/data/vox2 ./run.sh).
 set -euo pipefail
@@ -32,7 +34,7 @@ EXP=${EXP:-exp}                        # trained systems and results
 NGPU=${NGPU:-$( (command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null | wc -l) || echo 0)}
 DEVICE=${DEVICE:-$([ "$NGPU" -gt 0 ] && echo cuda || echo cpu)}   # extraction device
 JEFFREYS=${JEFFREYS:-jeffreys}         # the CLI (e.g. .venv/bin/jeffreys)
-SYSTEMS=${SYSTEMS:-"aam aam_ls_wd aam_ls aam_jeffreys"}
+SEEDS=${SEEDS:-0}                      # training seeds, space-separated (e.g. "0 1 2")
 # Extra `--set key=value` overrides for every training run, space-separated
 # (the tests use the CPU preset and a few steps: "model.preset=demo steps=2 ...").
 TRAIN_SET=${TRAIN_SET:-}
@@ -93,28 +95,21 @@ if run_stage 3; then
   fi
 fi
 
+# The experiment's options, shared by stages 4 and 5 (the same --out keeps their stamps).
+# shellcheck disable=SC2086  # SEEDS is a list of seeds
+experiment_args=("$HERE/conf/experiment.yaml" --out "$EXP" --seeds $SEEDS --set "extract.device=$DEVICE")
+for kv in $TRAIN_SET; do experiment_args+=(--set "train.$kv"); done
+for kv in $EXPERIMENT_SET; do experiment_args+=(--set "$kv"); done
+if [ "$NGPU" -gt 1 ]; then
+  experiment_args+=(--set "train_launcher=[torchrun, --standalone, --nproc_per_node=$NGPU]")
+fi
+
 if run_stage 4; then
-  for sys in $SYSTEMS; do
-    exp=$EXP/$sys
-    if [ -f "$exp/model.pt" ]; then log "train $sys: $exp/model.pt exists, skipped"; continue; fi
-    sets=(--set "data.train=$DATA/voxceleb2_dev"
-          --set "data.augment.musan=$DATA/musan"
-          --set "data.augment.rirs=$DATA/rirs")
-    for kv in $TRAIN_SET; do sets+=(--set "$kv"); done
-    resume=()
-    [ -d "$exp/checkpoints" ] && resume=(--resume)
-    log "train $sys -> $exp (${NGPU} GPU)"
-    if [ "$NGPU" -gt 1 ]; then
-      torchrun --standalone --nproc_per_node="$NGPU" -m jeffreys train "$HERE/conf/$sys.yaml" --exp-dir "$exp" "${sets[@]}" "${resume[@]}"
-    else
-      "$JEFFREYS" train "$HERE/conf/$sys.yaml" --exp-dir "$exp" "${sets[@]}" "${resume[@]}"
-    fi
-  done
+  log "train: the four systems, seeds $SEEDS, $NGPU GPU(s) -> $EXP/systems"
+  "$JEFFREYS" experiment "${experiment_args[@]}" --only-train
 fi
 
 if run_stage 5; then
-  sets=(--set "extract.device=$DEVICE")
-  for kv in $EXPERIMENT_SET; do sets+=(--set "$kv"); done
-  log "experiment: extract, score, report -> $EXP/results"
-  "$JEFFREYS" experiment "$HERE/conf/experiment.yaml" --out "$EXP/results" "${sets[@]}"
+  log "experiment: extract, score, report -> $EXP"
+  "$JEFFREYS" experiment "${experiment_args[@]}"
 fi
