@@ -11,8 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from jeffreys.data.augment import AugmentConfig, Augmenter
-from jeffreys.data.datadir import read_datadir, write_datadir
-from jeffreys.data.dataset import ChunkSampler, EvalDataset, TrainDataset, collate_padded, load_labels
+from jeffreys.data.datadir import write_datadir
+from jeffreys.data.dataset import ChunkSampler, TrainDataset, load_labels
 from jeffreys.errors import InputError
 
 SR = 1000  # a low rate keeps files tiny; nothing here depends on 16 kHz
@@ -165,18 +165,6 @@ def test_speed_perturbation_new_speakers_and_pitch(tmp_path):
     labels = np.array([ds[i][1] for i in range(0, 600, 2)])
     counts = np.bincount(labels, minlength=6)
     assert counts.sum() == 300 and all(30 < c < 70 for c in counts)
-
-
-def test_eval_dataset_whole_utterances(corpus):
-    ds = EvalDataset(corpus / "no_dur", sample_rate=SR)
-    assert len(ds) == 6
-    utt, x = ds[0]
-    assert utt == "A-0" and x.shape == (5000,)
-    np.testing.assert_array_equal(as_int(x), original(corpus, "A-0"))
-    utts, batch, lengths = collate_padded([ds[0], ds[1]])
-    assert utts == ["A-0", "A-1"] and batch.shape == (2, 5000) and lengths.tolist() == [5000, 2500]
-    assert torch.all(batch[1, 2500:] == 0)
-    assert EvalDataset(read_datadir(corpus / "no_dur"), SR, max_seconds=1.0)[0][1].shape == (1000,)
 
 
 def test_bad_arguments_and_bad_audio(corpus, tmp_path):

@@ -66,7 +66,7 @@ class AugmentConfig:
     rir_rooms: tuple[str, ...] = ("smallroom", "mediumroom")
     simulated_rirs: int = 200  # size of the generated bank when rirs is None
     rir_seed: int = 0
-    cache_dir: str | None = None  # default: $XDG_CACHE_HOME/jeffreys or ~/.cache/jeffreys
+    cache_dir: str | None = None  # default: jeffreys.cache.cache_dir() (JEFFREYS_CACHE_DIR, ...)
     speed_perturb: bool = False
     speed_factors: tuple[float, ...] = (0.9, 1.1)
     speed_prob: float = 2 / 3  # with (0.9, 1.1): 1.0, 0.9 and 1.1 equally likely
@@ -166,10 +166,9 @@ def simulate_rirs(count: int, sample_rate: int, seed: int) -> list[np.ndarray]:
 
 
 def _cache_dir(config: AugmentConfig) -> Path:
-    if config.cache_dir:
-        return Path(config.cache_dir)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "jeffreys"
+    from ..cache import cache_dir
+
+    return Path(config.cache_dir) if config.cache_dir else cache_dir()
 
 
 def simulated_rir_bank(config: AugmentConfig, sample_rate: int) -> list[np.ndarray]:

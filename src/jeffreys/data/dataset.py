@@ -246,44 +246,9 @@ class ChunkSampler(DistributedSampler):
         return max(0, self.num_samples - self.start)
 
 
-class EvalDataset(Dataset):
-    """Whole utterances for embedding extraction: item ``i`` → (utt id, float32 samples).
-
-    ``max_seconds`` keeps the first seconds of long utterances (None: everything).
-    """
-
-    def __init__(self, datadir: str | Path | DataDir, sample_rate: int = 16000, max_seconds: float | None = None, *, allow_pipes: bool = False):
-        self.data = as_datadir(datadir, allow_pipes=allow_pipes)
-        self.utts = self.data.utts
-        self.sample_rate = sample_rate
-        self.max_samples = None if max_seconds is None else int(max_seconds * sample_rate)
-
-    def __len__(self) -> int:
-        return len(self.utts)
-
-    def __getitem__(self, index: int) -> tuple[str, torch.Tensor]:
-        utt = self.utts[index]
-        wave = load_utterance(self.data, utt, self.sample_rate)
-        if self.max_samples is not None:
-            wave = wave[: self.max_samples]
-        return utt, torch.from_numpy(wave)
-
-
-def collate_padded(items: list[tuple[str, torch.Tensor]]) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Batch EvalDataset items: (utt ids, zero-padded [B, T] waves, lengths [B])."""
-    utts = [u for u, _ in items]
-    lengths = torch.tensor([w.shape[0] for _, w in items])
-    batch = torch.zeros(len(items), int(lengths.max()))
-    for i, (_, w) in enumerate(items):
-        batch[i, : w.shape[0]] = w
-    return utts, batch, lengths
-
-
 __all__ = [
     "TrainDataset",
-    "EvalDataset",
     "ChunkSampler",
-    "collate_padded",
     "save_labels",
     "load_labels",
     "repeat_pad",
