@@ -4,8 +4,9 @@
 #   recipes/voxceleb/run.sh [--stage N] [--stop-stage M]
 #
 # Stages (each one re-runnable: finished work is skipped, interrupted training resumes):
-#   0  prepare VoxCeleb2 dev (training set)
-#   1  prepare VoxCeleb1 (Vox1-O/E/H cleaned trial lists)
+#   0  prepare VoxCeleb2 dev (training set); optionally (VOX2_CONVERT=flac|wav) decode its m4a
+#      once into FLAC/WAV files and train on those (cheaper crops, see docs/benchmarks.md)
+#   1  prepare VoxCeleb1 (Vox1-O/E/H cleaned trial lists, from VOX1 or VOX1_TRIALS)
 #   2  prepare MUSAN and RIRS_NOISES (augmentation)
 #   3  prepare the other evaluation corpora that are present: SITW, SdSV task 2, TEDx Spanish, DiPCo
 #   4  train the four systems (AAM; AAM+LS with weight decay; AAM+LS without; AAM+Jeffreys),
@@ -18,11 +19,13 @@ set -euo pipefail
 
 # ----------------------------------------------------------------------------- paths
 VOX2=${VOX2:-/data/VoxCeleb2}          # dev/aac/idXXXXX/VIDEO/NNNNN.m4a
-VOX1=${VOX1:-/data/VoxCeleb1}          # dev/wav, test/wav, veri_test2.txt, list_test_all2.txt, list_test_hard2.txt
+VOX1=${VOX1:-/data/VoxCeleb1}          # dev/wav + test/wav, or wav/ (zips unpacked together); trial lists
+VOX1_TRIALS=${VOX1_TRIALS:-}           # folder with veri_test2.txt, list_test_all2.txt, list_test_hard2.txt when not in VOX1
 MUSAN=${MUSAN:-/data/musan}            # music/ noise/ speech/
 RIRS=${RIRS:-/data/RIRS_NOISES}        # simulated_rirs/
 SITW=${SITW:-/data/sitw}               # dev/ eval/   (optional)
 SDSV=${SDSV:-/data/sdsv2021_task2}     # docs/ wav/   (optional)
+SDSV_KEY=${SDSV_KEY:-}                 # the organisers' key (one 1|0 per trial); without it: trial_pairs only
 TEDX=${TEDX:-/data/tedx_spanish}       # speech/ files/ (optional)
 DIPCO=${DIPCO:-/data/dipco}            # audio/ transcriptions/ (optional)
 DIPCO_TRIALS=${DIPCO_TRIALS:-$DIPCO/trials.txt}  # the benchmark's trial list (DiPCo is skipped without it)
@@ -40,6 +43,9 @@ TRAIN_SET=${TRAIN_SET:-}
 EXPERIMENT_SET=${EXPERIMENT_SET:-}
 # TEDx Spanish: the paper's derived protocol (400k target, 1.6M non-target same-gender pairs, seed 0).
 TEDX_OPTS=${TEDX_OPTS:-}
+# Decode VoxCeleb2's m4a once to flac or wav (empty: train on the m4a), into VOX2_AUDIO.
+VOX2_CONVERT=${VOX2_CONVERT:-}
+VOX2_AUDIO=${VOX2_AUDIO:-}             # default: $DATA/voxceleb2_dev_$VOX2_CONVERT.audio
 stage=0
 stop_stage=5
 
@@ -57,6 +63,13 @@ export DATA EXP
 DATA=$(mkdir -p "$DATA" && cd "$DATA" && pwd)
 EXP=$(mkdir -p "$EXP" && cd "$EXP" && pwd)
 
+case "$VOX2_CONVERT" in
+  ""|flac|wav) ;;
+  *) echo "run.sh: VOX2_CONVERT must be flac, wav or empty, got '$VOX2_CONVERT'" >&2; exit 2 ;;
+esac
+TRAIN_DATA=$DATA/voxceleb2_dev${VOX2_CONVERT:+_$VOX2_CONVERT}
+VOX2_AUDIO=${VOX2_AUDIO:-$TRAIN_DATA.audio}
+
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 log() { echo "run.sh [$(date +%H:%M:%S)] $*"; }
 
@@ -70,10 +83,15 @@ prepare() {
 
 if run_stage 0; then
   prepare voxceleb2 "$VOX2" "$DATA/voxceleb2_dev" --split dev
+  if [ -n "$VOX2_CONVERT" ]; then
+    # One decode per file, over all cores; files are renamed into place when whole, so an
+    # interrupted conversion resumes where it stopped.
+    prepare convert "$DATA/voxceleb2_dev" "$TRAIN_DATA" --audio-dir "$VOX2_AUDIO" --format "$VOX2_CONVERT"
+  fi
 fi
 
 if run_stage 1; then
-  prepare voxceleb1 "$VOX1" "$DATA/voxceleb1"
+  prepare voxceleb1 "$VOX1" "$DATA/voxceleb1" ${VOX1_TRIALS:+--trials-dir "$VOX1_TRIALS"}
 fi
 
 if run_stage 2; then
@@ -83,7 +101,8 @@ fi
 
 if run_stage 3; then
   if [ -d "$SITW" ]; then prepare sitw "$SITW" "$DATA/sitw"; else log "sitw: $SITW not found, skipped (optional)"; fi
-  if [ -d "$SDSV" ]; then prepare sdsv "$SDSV" "$DATA/sdsv"; else log "sdsv: $SDSV not found, skipped (optional)"; fi
+  # Without SDSV_KEY only `trial_pairs` is written (no labels): the experiment cannot score it.
+  if [ -d "$SDSV" ]; then prepare sdsv "$SDSV" "$DATA/sdsv" ${SDSV_KEY:+--key "$SDSV_KEY"}; else log "sdsv: $SDSV not found, skipped (optional)"; fi
   # shellcheck disable=SC2086  # TEDX_OPTS is a list of options
   if [ -d "$TEDX" ]; then prepare tedx "$TEDX" "$DATA/tedx" $TEDX_OPTS; else log "tedx: $TEDX not found, skipped (optional)"; fi
   if [ -d "$DIPCO" ] && [ -f "$DIPCO_TRIALS" ]; then
@@ -97,7 +116,7 @@ if run_stage 4; then
   for sys in $SYSTEMS; do
     exp=$EXP/$sys
     if [ -f "$exp/model.pt" ]; then log "train $sys: $exp/model.pt exists, skipped"; continue; fi
-    sets=(--set "data.train=$DATA/voxceleb2_dev"
+    sets=(--set "data.train=$TRAIN_DATA"
           --set "data.augment.musan=$DATA/musan"
           --set "data.augment.rirs=$DATA/rirs")
     for kv in $TRAIN_SET; do sets+=(--set "$kv"); done

@@ -31,6 +31,7 @@ PREPARERS: dict[str, str] = {
     "tedx": "jeffreys.corpora.tedx",
     "musan": "jeffreys.corpora.musan",
     "rirs": "jeffreys.corpora.rirs",
+    "convert": "jeffreys.corpora.convert",
 }
 
 
@@ -44,6 +45,7 @@ FUNCTIONS: dict[str, str] = {
     "prepare_tedx": "jeffreys.corpora.tedx",
     "prepare_musan": "jeffreys.corpora.musan",
     "prepare_rirs": "jeffreys.corpora.rirs",
+    "convert_datadir": "jeffreys.corpora.convert",
 }
 
 
