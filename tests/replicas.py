@@ -316,3 +316,21 @@ def dipco(root: Path) -> list[dict]:
                 audio(root / "audio" / split / f"{sess}_{arr}.CH{ch}.wav", 1.0, sr=1000)
         written += utts
     return written
+
+
+def voxceleb_trainer_vox2(root: Path, meta: Path) -> dict[str, list[str]]:
+    """voxceleb_trainer's ``dataprep.py --extract`` then ``--convert``: VoxCeleb2 dev (``dev/aac``)
+    moved into the test zip's ``aac/``, renamed ``voxceleb2/`` (``SRC/idX/VIDEO/N.m4a``), with
+    each file's ``N.wav`` conversion beside it. ``vox2_meta.csv`` (the VGG meta page's, as lhotse
+    reads it) is written at ``meta``, outside SRC. Returns split -> relative m4a paths."""
+    out = {"dev": [], "test": []}
+    for split, speakers in (("dev", VOX2_DEV), ("test", VOX2_TEST)):
+        for spk, videos in speakers.items():
+            for v in videos:
+                rel = f"{spk}/{v}/00001.m4a"
+                audio(root / rel)
+                audio(root / rel.replace(".m4a", ".wav"))
+                out[split].append(rel)
+    rows = [f"{s} ,n{s[2:]} ,m ,{split} " for split, spk in (("dev", VOX2_DEV), ("test", VOX2_TEST)) for s in spk]
+    write(meta, ["VoxCeleb2 ID ,VGGFace2 ID ,Gender ,Set "] + rows)
+    return out

@@ -48,6 +48,12 @@ def test_convert_resumes_and_pool_matches_serial(tmp_path, vox2, monkeypatch, ca
     convert.convert_datadir(vox2, tmp_path / "a", audio, jobs=1, overwrite=True)
     assert "1 converted now, 2 already there" in capsys.readouterr().out
     assert all(p.stat().st_mtime_ns == stamps[p] for p in first[1:])
+    # another rate: nothing is reused
+    convert.convert_datadir(vox2, tmp_path / "a8", audio, jobs=1, sample_rate=8000)
+    assert "3 converted now, 0 already there" in capsys.readouterr().out
+    assert read_datadir(tmp_path / "a8").utt2dur == read_datadir(tmp_path / "a").utt2dur
+    convert.convert_datadir(vox2, tmp_path / "a", audio, jobs=1, overwrite=True)
+    capsys.readouterr()
     monkeypatch.setattr(convert, "PARALLEL_ABOVE", 0)
     convert.convert_datadir(vox2, tmp_path / "b", tmp_path / "audio2", jobs=2)
     for name in ("utt2spk", "utt2dur"):
@@ -70,3 +76,18 @@ def test_convert_refusals(tmp_path, vox2):
     odd = write_datadir(tmp_path / "odd", {"../x": read_datadir(vox2).wav["id00012-21Uxsk56VDQ-00001"]}, {"../x": "s"})
     refused(prepare("convert", odd, dst, "--audio-dir", tmp_path / "audio"), dst, "'../x' cannot name a file")
     refused(prepare("convert", vox2, dst, "--audio-dir", tmp_path / "audio", "--jobs", "0"), dst, "--jobs: must be >= 1")
+
+
+def test_convert_keeps_segments(tmp_path):
+    from jeffreys.audio import load_utterance
+    from jeffreys.corpora import prepare_sitw
+
+    replicas.sitw_assist(tmp_path / "sitw")
+    src = prepare_sitw(tmp_path / "sitw", tmp_path / "s", split="dev", key="assist-core", jobs=1)
+    dst = convert.convert_datadir(src, tmp_path / "f", tmp_path / "audio", fmt="wav", jobs=1)
+    a, b = read_datadir(src), read_datadir(dst)
+    assert b.segments == a.segments and b.utt2dur == a.utt2dur
+    assert (dst / "trials").read_text() == (src / "trials").read_text()
+    assert b.wav["mlong"] == str(tmp_path / "audio/_recordings/mlong.wav")
+    for utt in ("mlong-0000250-0000900", "tcore"):
+        np.testing.assert_allclose(load_utterance(b, utt), load_utterance(a, utt), atol=0.5 / 32768 + 1e-7)

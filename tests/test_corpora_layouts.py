@@ -102,6 +102,9 @@ def test_vox1_no_audio_layout(tmp_path):
     src, dst = tmp_path / "VoxCeleb1", tmp_path / "out"
     replicas.write(src / "veri_test2.txt", replicas.VOX1_O)
     refused(prepare("voxceleb1", src, dst), dst, "no VoxCeleb1 audio: expected SRC/dev/wav/ and SRC/test/wav/", "SRC/wav/")
+    replicas.voxceleb1_merged(src)
+    replicas.audio(src / "wav/extra/clips/00001.wav")  # not a speaker folder
+    refused(prepare("voxceleb1", src, dst), dst, "extra/clips/00001.wav: expected idXXXXX/VIDEO/NNNNN.wav under")
 
 
 # ----------------------------------------------------------------------------- VoxCeleb2
@@ -124,6 +127,18 @@ def test_vox2_test_zip_at_src_lhotse_layout(tmp_path):
     ok(prepare("voxceleb2", src, tmp_path / "test2", "--split", "test", "--no-durations"))
     assert read_datadir(tmp_path / "test2").speakers == sorted(replicas.VOX2_TEST)
     refused(prepare("voxceleb2", src, tmp_path / "o2"), tmp_path / "o2", "dev/aac: not found", "use --split test")
+
+
+def test_vox2_voxceleb_trainer_merged_layout(tmp_path):
+    src, meta = tmp_path / "data/voxceleb2", tmp_path / "meta/vox2_meta.csv"
+    rels = replicas.voxceleb_trainer_vox2(src, meta)  # SRC/idX/VIDEO/N.m4a (+ N.wav), dev and test merged
+    out = ok(prepare("voxceleb2", src, tmp_path / "dev", "--meta", meta, "--no-durations"))
+    d = read_datadir(tmp_path / "dev")
+    assert d.utts == sorted(vox_id(r) for r in rels["dev"]) and all(p.endswith(".m4a") for p in d.wav.values())
+    assert f"split by the Set column of {meta}" in out
+    refused(prepare("voxceleb2", src, tmp_path / "o2", "--split", "dev"), tmp_path / "o2", "--split dev needs vox2_meta.csv")
+    ok(prepare("voxceleb2", src, tmp_path / "all", "--split", "all", "--no-durations"))
+    assert len(read_datadir(tmp_path / "all").utts) == len(rels["dev"]) + len(rels["test"])
 
 
 # ----------------------------------------------------------------------------- SdSV task 2

@@ -72,22 +72,22 @@ def _write_pcm16(path: Path, wave: np.ndarray, sample_rate: int, fmt: str) -> No
         raise
 
 
-def _existing_seconds(path: Path) -> float | None:
-    """Duration of an already converted file, or None when there is none to reuse."""
+def _existing_seconds(path: Path, sample_rate: int) -> float | None:
+    """Duration of an already converted file at ``sample_rate``, or None when there is none to reuse."""
     if not path.is_file():
         return None
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError):
         return None
-    return info.frames / info.samplerate if info.frames > 0 else None
+    return info.frames / info.samplerate if info.frames > 0 and info.samplerate == sample_rate else None
 
 
 def convert_one(job: tuple[str, str, str, int, bool]) -> tuple[float, bool]:
     """(seconds, converted now) for one (entry, target, format, rate, allow_pipes)."""
     entry, target, fmt, sample_rate, allow_pipes = job
     path = Path(target)
-    seconds = _existing_seconds(path)
+    seconds = _existing_seconds(path, sample_rate)
     if seconds is not None:
         return seconds, False
     wave = load_audio(entry, sample_rate, allow_pipes=allow_pipes)

@@ -73,11 +73,11 @@ def add_arguments_for(name: str, parser: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------ audio layouts
-def read_meta(path: Path) -> dict[str, str]:
+def read_meta(path: Path, corpus: str = "voxceleb1") -> dict[str, str]:
     """speaker -> "dev"|"test" from vox1_meta.csv (tab-separated) or vox2_meta.csv (commas);
     the first field is the id, the last the Set, a first line that is not an id a header."""
     out: dict[str, str] = {}
-    for n, line in enumerate(require(path, "VoxCeleb speaker metadata", "voxceleb1").read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(require(path, "VoxCeleb speaker metadata", corpus).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         sep = "," if "," in line else "\t" if "\t" in line else None
@@ -105,7 +105,7 @@ def _scan(root: Path, corpus: str, what: str) -> dict[str, str]:
     wav: dict[str, str] = {}
     for f in files_under(root, ext, corpus, what):
         rel = f.relative_to(root).parts
-        if len(rel) != 3:
+        if len(rel) != 3 or not _SPEAKER_DIR.match(rel[0]):
             raise InputError(f"{f}: expected idXXXXX/VIDEO/NNNNN{ext} under {root}")
         uid = utt_id(rel[0], rel[1], Path(rel[2]).stem)
         if uid in wav:
@@ -151,7 +151,7 @@ def scan(corpus: str, src: Path, split: str, meta: Path | None = None) -> tuple[
     wanted = [p for p in parts if p not in known]
     if wanted and merged:
         meta_path = _find_meta(corpus, src, meta)
-        sets = read_meta(meta_path) if meta_path else None
+        sets = read_meta(meta_path, corpus) if meta_path else None
         for root in merged:
             found = _scan(root, corpus, f"VoxCeleb audio, idXXXXX/VIDEO/NNNNN{ext}")
             part_of, rule = _speaker_split(corpus, root, src, found, sets, meta_path, split)
