@@ -1,7 +1,8 @@
 """Miniature replicas of the published corpus layouts, built in a test's tmp_path.
 
 Audio is tiny (0.1 s at 16 kHz by default) so a whole replica is written in milliseconds;
-each builder returns what a test needs to check the prepared data dir against.
+each builder returns what a test needs to check the prepared data dir against, and its
+docstring names the published description of the layout it follows.
 """
 
 from __future__ import annotations
@@ -79,7 +80,90 @@ def voxceleb1(root: Path) -> dict[str, list[str]]:
 
 
 def voxceleb2(root: Path) -> list[str]:
+    """``SRC/dev/aac/idX/VIDEO/N.m4a``: vox2_dev_aac unpacked as Kaldi's make_voxceleb2.pl reads it."""
     return voxceleb(root, {"dev": {"id00012": ["21Uxsk56VDQ"], "id00015": ["0fijmz4vTVU", "Abc-_de1"]}}, "aac", ".m4a", 1)
+
+
+VOX1_O = [
+    "1 id10270/5r0dWxy17C8/00001.wav id10270/x6uYqmx31kE/00002.wav",
+    "0 id10270/5r0dWxy17C8/00001.wav id10271/1gtz-CUIygI/00001.wav",
+]
+VOX1_E = ["0 id10001/1zcIwhmdeo4/00001.wav id10270/5r0dWxy17C8/00002.wav", "1 id10001/1zcIwhmdeo4/00002.wav id10001/7gWzIy6yIIk/00001.wav"]
+VOX1_H = ["1 id10002/0_laIeN-Q44/00001.wav id10002/0_laIeN-Q44/00002.wav", "0 id10002/0_laIeN-Q44/00001.wav id10001/7gWzIy6yIIk/00002.wav"]
+VOX1_META_HEADER = "VoxCeleb1 ID\tVGGFace1 ID\tGender\tNationality\tSet"
+
+
+def vox1_meta(path: Path, sets: dict[str, str]) -> Path:
+    """``vox1_meta.csv`` as the VGG meta page publishes it and lhotse reads it: tab-separated,
+    a header, the Set (dev/test) last; nationalities may hold spaces."""
+    rows = [f"{spk}\tName_{spk[2:]}\tm\tNew Zealand\t{split}" for spk, split in sorted(sets.items())]
+    return write(path, [VOX1_META_HEADER] + rows)
+
+
+def voxceleb1_merged(root: Path, *, meta: bool = False, lists_in: str | None = "meta") -> list[str]:
+    """Both official zips unpacked into one folder: ``SRC/wav/idX/VIDEO/N.wav`` (each zip holds
+    ``wav/``), as SpeechBrain's VoxCeleb README and lhotse's ``download_voxceleb1`` leave it;
+    SpeechBrain keeps the verification lists in ``SRC/meta/``, lhotse puts ``vox1_meta.csv``
+    at SRC. ``lists_in``: sub-folder for the cleaned O/E/H lists (None: no list at all).
+    Returns the relative audio paths."""
+    rels = []
+    for spk, videos in {**VOX1_DEV, **VOX1_TEST}.items():
+        for v in videos:
+            for k in (1, 2):
+                rel = f"{spk}/{v}/{k:05d}.wav"
+                audio(root / "wav" / rel)
+                rels.append(rel)
+    if meta:
+        vox1_meta(root / "vox1_meta.csv", {**{s: "dev" for s in VOX1_DEV}, **{s: "test" for s in VOX1_TEST}})
+    if lists_in is not None:
+        d = root / lists_in if lists_in else root
+        write(d / "veri_test2.txt", VOX1_O)
+        write(d / "list_test_all2.txt", VOX1_E)
+        write(d / "list_test_hard2.txt", VOX1_H)
+    return rels
+
+
+def voxceleb_trainer_vox1(root: Path) -> list[str]:
+    """voxceleb_trainer's ``dataprep.py --extract``: the zips unpacked together, then ``wav/``
+    renamed ``voxceleb1/``, so the speaker folders sit at SRC (``SRC/idX/VIDEO/N.wav``)."""
+    rels = voxceleb1_merged(root, lists_in=None)
+    for spk in {**VOX1_DEV, **VOX1_TEST}:
+        (root / "wav" / spk).rename(root / spk)
+    (root / "wav").rmdir()
+    return rels
+
+
+def wespeaker_vox1_trials(folder: Path) -> dict[str, Path]:
+    """WeSpeaker's ``local/prepare_data.sh``: the VGG lists downloaded under new names into
+    ``data/vox1/trials/`` (``vox1-O(cleaned).txt``, ...) and converted to Kaldi format
+    (``vox1_O_cleaned.kaldi``: ``idX/V/N.wav idY/V/N.wav target|nontarget``).
+    Returns list name -> the Kaldi-format copy."""
+    out = {}
+    for t, lines in (("O", VOX1_O), ("E", VOX1_E), ("H", VOX1_H)):
+        write(folder / f"vox1-{t}(cleaned).txt", lines)
+        kaldi = [f"{a} {b} {'target' if y == '1' else 'nontarget'}" for y, a, b in (x.split() for x in lines)]
+        out[t] = write(folder / f"vox1_{t}_cleaned.kaldi", kaldi)
+    return out
+
+
+VOX2_DEV = {"id00012": ["21Uxsk56VDQ"], "id00015": ["0fijmz4vTVU"]}
+VOX2_TEST = {"id00017": ["01dfn2spqyE"], "id00061": ["0G9G9oyFHI8"]}
+
+
+def voxceleb2_lhotse(root: Path) -> dict[str, list[str]]:
+    """lhotse's ``download_voxceleb2``: vox2_dev_aac (``dev/aac/``) and vox2_test_aac.zip (``aac/``)
+    unpacked side by side at SRC, with ``vox2_meta.csv`` (comma-separated, spaces around the
+    fields, as lhotse reads it). Returns split -> relative m4a paths."""
+    out = {"dev": [], "test": []}
+    for split, speakers, sub in (("dev", VOX2_DEV, "dev/aac"), ("test", VOX2_TEST, "aac")):
+        for spk, videos in speakers.items():
+            for v in videos:
+                rel = f"{spk}/{v}/00001.m4a"
+                audio(root / sub / rel)
+                out[split].append(rel)
+    rows = [f"{s} ,n{s[2:]} ,m ,{split} " for split, spk in (("dev", VOX2_DEV), ("test", VOX2_TEST)) for s in spk]
+    write(root / "vox2_meta.csv", ["VoxCeleb2 ID ,VGGFace2 ID ,Gender ,Set "] + rows)
+    return out
 
 
 # ---------------------------------------------------------------- SITW
@@ -100,6 +184,26 @@ def sitw(root: Path) -> dict[str, list[str]]:
     return keys
 
 
+SITW_LONG_S = 2.0  # the multi-speaker file of the assist replica
+
+
+def sitw_assist(root: Path) -> dict:
+    """The assist condition as the SITW README describes it: ``lists/enroll-assist.lst`` with
+    four columns (model, ``audio/FILE.flac``, START and END seconds of the annotated segment
+    where the person of interest speaks in a multi-speaker file) and ``keys/assist-core.lst``
+    (``MODEL audio/FILE.flac tgt|imp``). Dev only: two models in one 2 s file, one in another.
+    Returns the enrolment rows and the key lines."""
+    files = {"mlong": SITW_LONG_S, "mshrt": 1.0, "tcore": 0.5, "tothr": 0.5}
+    for k, (f, secs) in enumerate(files.items()):
+        audio(root / "dev/audio" / f"{f}.flac", secs, seed=k)
+    enrol = [("20d01", "mlong", 0.25, 0.9), ("20d02", "mlong", 1.1, 1.95), ("20d03", "mshrt", 0.0, 0.5)]
+    write(root / "dev/lists/enroll-assist.lst", [f"{m} audio/{f}.flac {a:.3f} {b:.3f}" for m, f, a, b in enrol])
+    write(root / "dev/lists/enroll-core.lst", ["20d03 audio/mshrt.flac"])
+    key = ["20d01 audio/tcore.flac tgt", "20d02 audio/tcore.flac imp", "20d03 audio/tothr.flac imp", "20d02 audio/tothr.flac tgt"]
+    write(root / "dev/keys/assist-core.lst", key)
+    return {"enrol": enrol, "key": key}
+
+
 # ---------------------------------------------------------------- SdSV 2021 task 2
 def sdsv(root: Path, keyed: bool = False) -> dict:
     models = {"model_00001": ["enr_000001", "enr_000002", "enr_000003"], "model_00002": ["enr_000004"]}
@@ -113,6 +217,12 @@ def sdsv(root: Path, keyed: bool = False) -> dict:
     lines = [f"{m} {t}" + (f" {y}" if keyed else "") for m, t, y in trials]
     write(root / "docs/trials.txt", ["model-id evaluation-file-id"] + lines)
     return {"models": models, "trials": trials}
+
+
+def sdsv_positional_key(path: Path, trials: list[tuple[str, str, str]]) -> Path:
+    """The organisers' key as the challenge's scoring program reads ``ref/keys.txt``: one label
+    (``1`` target, ``0`` non-target) per line of ``docs/trials.txt``, in its order, no header."""
+    return write(path, ["1" if y == "target" else "0" for _, _, y in trials])
 
 
 # ---------------------------------------------------------------- TEDx Spanish (OpenSLR 67)
@@ -156,10 +266,12 @@ def musan(root: Path) -> dict[str, list[str]]:
 
 
 # ---------------------------------------------------------------- RIRS_NOISES (OpenSLR 28)
-def rirs(root: Path) -> dict[str, str]:
-    """simulated small/medium/large rooms (2 rooms x 2 RIRs) and 2 real RIRs; id -> room type."""
+def rirs(root: Path, rooms: tuple[str, ...] = ("smallroom", "mediumroom", "largeroom")) -> dict[str, str]:
+    """simulated rooms (2 rooms x 2 RIRs each, ``rir_list`` per room type as in rirs_noises.zip)
+    and 2 real RIRs; id -> room type. voxceleb_trainer's ``dataprep.py --augment`` extracts only
+    ``simulated_rirs/mediumroom`` and ``smallroom`` (``rooms=("smallroom", "mediumroom")``)."""
     out = {}
-    for room in ("smallroom", "mediumroom", "largeroom"):
+    for room in rooms:
         lines = []
         for r in (1, 2):
             for k in (1, 2):
@@ -204,3 +316,21 @@ def dipco(root: Path) -> list[dict]:
                 audio(root / "audio" / split / f"{sess}_{arr}.CH{ch}.wav", 1.0, sr=1000)
         written += utts
     return written
+
+
+def voxceleb_trainer_vox2(root: Path, meta: Path) -> dict[str, list[str]]:
+    """voxceleb_trainer's ``dataprep.py --extract`` then ``--convert``: VoxCeleb2 dev (``dev/aac``)
+    moved into the test zip's ``aac/``, renamed ``voxceleb2/`` (``SRC/idX/VIDEO/N.m4a``), with
+    each file's ``N.wav`` conversion beside it. ``vox2_meta.csv`` (the VGG meta page's, as lhotse
+    reads it) is written at ``meta``, outside SRC. Returns split -> relative m4a paths."""
+    out = {"dev": [], "test": []}
+    for split, speakers in (("dev", VOX2_DEV), ("test", VOX2_TEST)):
+        for spk, videos in speakers.items():
+            for v in videos:
+                rel = f"{spk}/{v}/00001.m4a"
+                audio(root / rel)
+                audio(root / rel.replace(".m4a", ".wav"))
+                out[split].append(rel)
+    rows = [f"{s} ,n{s[2:]} ,m ,{split} " for split, spk in (("dev", VOX2_DEV), ("test", VOX2_TEST)) for s in spk]
+    write(meta, ["VoxCeleb2 ID ,VGGFace2 ID ,Gender ,Set "] + rows)
+    return out

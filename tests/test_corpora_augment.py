@@ -68,7 +68,8 @@ def test_rirs_bad_layout(tmp_path, capsys):
     assert main(["prepare", "rirs", str(src), str(dst)]) == 2
     assert "smallroom/rir_list:2: smallroom-Room001-00002: file not found" in capsys.readouterr().err
     replicas.audio(src / "simulated_rirs/smallroom/Room001/Room001-00002.wav")
-    shutil.rmtree(src / "simulated_rirs/largeroom")
+    for room in ("smallroom", "mediumroom", "largeroom"):
+        shutil.rmtree(src / "simulated_rirs" / room)
     assert main(["prepare", "rirs", str(src), str(dst)]) == 2
-    assert f"{src / 'simulated_rirs/largeroom'}: not found" in capsys.readouterr().err
+    assert f"{src / 'simulated_rirs'}: none of smallroom, mediumroom, largeroom found" in capsys.readouterr().err
     assert not dst.exists()

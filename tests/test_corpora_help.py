@@ -14,6 +14,7 @@ MINE = {
     "tedx": "SRC/speech/**/TEDX_G_NNN_SPA_NNNN.wav",
     "musan": "SRC/noise/{free-sound,sound-bible}/*.wav",
     "rirs": "SRC/simulated_rirs/{smallroom,mediumroom,largeroom}/RoomNNN/RoomNNN-NNNNN.wav",
+    "convert": "SRC is a data dir",
 }
 
 

@@ -100,3 +100,25 @@ def test_sdsv_bad_layout(tmp_path, capsys, missing):
     shutil.rmtree(p) if p.is_dir() else p.unlink()
     assert main(["prepare", "sdsv", str(src), str(dst)]) == 2
     assert f"{p}: not found" in capsys.readouterr().err and not dst.exists()
+
+
+def test_sitw_and_sdsv_functions(tmp_path):
+    """prepare_sitw / prepare_sdsv called directly: the CLI's output, InputError on bad input."""
+    from jeffreys.corpora import prepare_sdsv, prepare_sitw
+    from jeffreys.errors import InputError
+
+    src = tmp_path / "sitw"
+    keys = replicas.sitw(src)
+    dst = prepare_sitw(src, tmp_path / "s", split="eval", measure_durations=False, jobs=1)
+    t = read_trials(dst / "trials")
+    assert len(t) == len(keys["eval"]) and t.label.tolist() == [False, True, False]
+    with pytest.raises(InputError, match="unknown key 'core-everything'"):
+        prepare_sitw(src, tmp_path / "s2", key="core-everything")
+    src = tmp_path / "sdsv"
+    rep = replicas.sdsv(src)
+    key = replicas.sdsv_positional_key(tmp_path / "keys.txt", rep["trials"])
+    dst = prepare_sdsv(src, tmp_path / "d", key=key, measure_durations=False)
+    assert read_trials(dst / "trials").label.tolist() == [y == "target" for _, _, y in rep["trials"]]
+    with pytest.raises(InputError, match="labels for the 3 trials"):
+        prepare_sdsv(src, tmp_path / "d2", key=replicas.write(tmp_path / "k2.txt", ["1"]))
+    assert not (tmp_path / "s2").exists() and not (tmp_path / "d2").exists()

@@ -2,6 +2,7 @@
 
 from itertools import combinations
 
+import numpy as np
 import pytest
 import replicas
 
@@ -34,6 +35,8 @@ def test_all_pairs_equal_brute_force(tmp_path, capsys):
     durs = replicas.tedx(src)
     target, nontarget = brute_force(durs)
     assert (len(target), len(nontarget)) == (16, 39)
+    spk = [u.rsplit("_SPA_", 1)[0] for u in sorted(durs)]
+    assert tedx.pair_counts(np.asarray(spk), np.asarray([s.split("_")[1] for s in spk])) == (16, 39)
     argv = ["prepare", "tedx", str(src), str(dst), "--n-target", "16", "--n-nontarget", "39"]
     assert main(argv) == 0
     d = read_datadir(dst)
@@ -85,9 +88,9 @@ def test_errors(tmp_path, capsys):
     src, dst = tmp_path / "tedx", tmp_path / "out"
     replicas.tedx(src)
     assert main(["prepare", "tedx", str(src), str(dst), "--n-target", "17", "--n-nontarget", "1"]) == 2
-    assert "only 16 distinct same-speaker pairs" in capsys.readouterr().err
+    assert "give only 16 target (same-speaker) and 39 non-target (same-gender) distinct pairs" in capsys.readouterr().err
     assert main(["prepare", "tedx", str(src), str(dst), "--n-target", "1", "--n-nontarget", "40"]) == 2
-    assert "only 39 distinct same-gender different-speaker pairs" in capsys.readouterr().err
+    assert "give only 16 target (same-speaker) and 39 non-target" in capsys.readouterr().err
     replicas.audio(src / "speech/TEDX_M_001/notes.wav", 4.0, sr=replicas.TEDX_SR)
     assert main(["prepare", "tedx", str(src), str(dst), "--n-target", "1", "--n-nontarget", "1"]) == 2
     assert "notes.wav: file name does not follow" in capsys.readouterr().err

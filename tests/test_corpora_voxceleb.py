@@ -69,11 +69,13 @@ def test_voxceleb1_bad_layouts(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{src / 'dev/wav'}: not found" in err
     (src / "list_test_all2.txt").unlink()
+    assert main(["prepare", "voxceleb1", str(src), str(dst), "--trials", "O,E,H"]) == 2
+    assert "no Vox1-E trial list in" in capsys.readouterr().err
     assert main(["prepare", "voxceleb1", str(src), str(dst), "--split", "test", "--trials", "E"]) == 2
-    assert "list_test_all2.txt: not found (Vox1-E trial list)" in capsys.readouterr().err
+    assert "Vox1-E pairs dev and test speakers: it needs --split all" in capsys.readouterr().err
     replicas.write(src / "veri_test2.txt", ["2 a/b/c.wav a/b/d.wav"])
     assert main(["prepare", "voxceleb1", str(src), str(dst), "--split", "test"]) == 2
-    assert "veri_test2.txt:1: expected `1|0" in capsys.readouterr().err
+    assert "veri_test2.txt:1: not a trial line" in capsys.readouterr().err
     assert not dst.exists()
 
 
@@ -100,6 +102,29 @@ def test_voxceleb2_m4a(tmp_path, capsys):
     assert "2 speakers, 3 utterances" in capsys.readouterr().out
     assert main(["prepare", "voxceleb2", str(src), str(tmp_path / "o2"), "--split", "test"]) == 2
     assert f"{src / 'test/aac'}: not found" in capsys.readouterr().err
+
+
+def test_functions_without_the_cli(tmp_path, capsys):
+    """The preparers are plain functions under the CLI: same output, errors raised."""
+    from jeffreys.corpora import prepare_voxceleb1, prepare_voxceleb2
+    from jeffreys.errors import InputError
+
+    src = tmp_path / "vox1"
+    lists = replicas.voxceleb1(src)
+    out = prepare_voxceleb1(src, tmp_path / "f", split="test", trials=["O"], measure_durations=False, jobs=1)
+    assert out == tmp_path / "f" and read_datadir(out).speakers == ["id10270", "id10271"]
+    assert main(["prepare", "voxceleb1", str(src), str(tmp_path / "c"), "--split", "test", "--trials", "O", "--no-durations"]) == 0
+    for name in ("wav.scp", "utt2spk", "spk2utt", "trials_O", "trials"):
+        assert (tmp_path / "f" / name).read_text() == (tmp_path / "c" / name).read_text()
+    moved = replicas.write(tmp_path / "elsewhere/o.txt", lists["O"])
+    prepare_voxceleb1(src, tmp_path / "g", split="test", trial_paths={"o": moved}, measure_durations=False)
+    assert (tmp_path / "g/trials_O").read_text() == (tmp_path / "c/trials_O").read_text()
+    with pytest.raises(InputError, match="needs --split all"):
+        prepare_voxceleb1(src, tmp_path / "h", split="test", trials="E")
+    v2 = tmp_path / "vox2"
+    replicas.voxceleb2(v2)
+    assert read_datadir(prepare_voxceleb2(v2, tmp_path / "v2", measure_durations=False)).speakers == ["id00012", "id00015"]
+    assert "voxceleb2: wrote" in capsys.readouterr().out
 
 
 def test_durations_in_parallel_match_serial(tmp_path, monkeypatch):

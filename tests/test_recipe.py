@@ -93,3 +93,44 @@ def test_recipe_on_replicas(tmp_path):
 def test_recipe_rejects_unknown_option():
     r = subprocess.run(["bash", str(RUN), "--bogus"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown option --bogus" in r.stderr
+
+
+def test_recipe_prepares_published_layouts(tmp_path):
+    """Stages 0-3 on the layouts users unpack (tests/replicas.py): VoxCeleb1's zips unpacked
+    together with its lists elsewhere (VOX1_TRIALS), RIRS_NOISES with two room types,
+    SdSV without its key, VoxCeleb2 converted once to FLAC (VOX2_CONVERT); then a re-run
+    that redoes nothing."""
+    src = tmp_path / "corpora"
+    replicas.voxceleb2(src / "vox2")
+    replicas.voxceleb1_merged(src / "vox1", lists_in=None)
+    replicas.wespeaker_vox1_trials(tmp_path / "vox1_lists")
+    replicas.musan(src / "musan")
+    replicas.rirs(src / "RIRS_NOISES", rooms=("smallroom", "mediumroom"))
+    replicas.sitw(src / "sitw")
+    replicas.sdsv(src / "sdsv", keyed=False)
+    replicas.tedx(src / "tedx")
+    env = dict(
+        os.environ,
+        VOX2=str(src / "vox2"), VOX1=str(src / "vox1"), VOX1_TRIALS=str(tmp_path / "vox1_lists"),
+        MUSAN=str(src / "musan"), RIRS=str(src / "RIRS_NOISES"), SITW=str(src / "sitw"), SDSV=str(src / "sdsv"),
+        TEDX=str(src / "tedx"), DIPCO=str(src / "absent"), TEDX_OPTS="--n-target 6 --n-nontarget 12",
+        VOX2_CONVERT="flac", DATA=str(tmp_path / "data"), EXP=str(tmp_path / "exp"), NGPU="0",
+        JEFFREYS=str(Path(sys.executable).parent / "jeffreys"), OMP_NUM_THREADS="1",
+    )
+    r = subprocess.run(["bash", str(RUN), "--stage", "0", "--stop-stage", "3"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    data = tmp_path / "data"
+    from jeffreys.data.datadir import read_datadir
+
+    flac = read_datadir(data / "voxceleb2_dev_flac")
+    assert flac.utts == read_datadir(data / "voxceleb2_dev").utts
+    assert all(p.endswith(".flac") and p.startswith(str(data / "voxceleb2_dev_flac.audio")) for p in flac.wav.values())
+    assert {p.name for p in (data / "voxceleb1").glob("trials*")} == {"trials", "trials_O", "trials_E", "trials_H"}
+    assert read_datadir(data / "rirs").speakers == ["mediumroom", "smallroom"]
+    assert (data / "sdsv/trial_pairs").is_file() and not (data / "sdsv/trials").exists()
+    assert "room types found: smallroom (4), mediumroom (4); absent: largeroom" in r.stdout
+    assert "dipco: " in r.stdout and "skipped (optional)" in r.stdout
+    r2 = subprocess.run(["bash", str(RUN), "--stage", "0", "--stop-stage", "3"], env=env, capture_output=True, text=True, timeout=600)
+    assert r2.returncode == 0 and r2.stdout.count("exists, skipped") == 8, r2.stdout
+    bad = subprocess.run(["bash", str(RUN), "--stage", "0", "--stop-stage", "0"], env={**env, "VOX2_CONVERT": "mp3"}, capture_output=True, text=True)
+    assert bad.returncode == 2 and "VOX2_CONVERT must be flac, wav or empty" in bad.stderr

@@ -4,8 +4,9 @@
 #   recipes/voxceleb/run.sh [--stage N] [--stop-stage M]
 #
 # Stages (each one re-runnable: finished work is skipped, interrupted training resumes):
-#   0  prepare VoxCeleb2 dev (training set)
-#   1  prepare VoxCeleb1 (Vox1-O/E/H cleaned trial lists)
+#   0  prepare VoxCeleb2 dev (training set); optionally (VOX2_CONVERT=flac|wav) decode its m4a
+#      once into FLAC/WAV files and train on those (cheaper crops, see docs/benchmarks.md)
+#   1  prepare VoxCeleb1 (Vox1-O/E/H cleaned trial lists, from VOX1 or VOX1_TRIALS)
 #   2  prepare MUSAN and RIRS_NOISES (augmentation)
 #   3  prepare the other evaluation corpora that are present: SITW, SdSV task 2, TEDx Spanish, DiPCo
 #   4  train the four systems (AAM; AAM+LS with weight decay; AAM+LS without; AAM+Jeffreys)
@@ -20,11 +21,13 @@ set -euo pipefail
 
 # ----------------------------------------------------------------------------- paths
 VOX2=${VOX2:-/data/VoxCeleb2}          # dev/aac/idXXXXX/VIDEO/NNNNN.m4a
-VOX1=${VOX1:-/data/VoxCeleb1}          # dev/wav, test/wav, veri_test2.txt, list_test_all2.txt, list_test_hard2.txt
+VOX1=${VOX1:-/data/VoxCeleb1}          # dev/wav + test/wav, or wav/ (zips unpacked together); trial lists
+VOX1_TRIALS=${VOX1_TRIALS:-}           # folder with veri_test2.txt, list_test_all2.txt, list_test_hard2.txt when not in VOX1
 MUSAN=${MUSAN:-/data/musan}            # music/ noise/ speech/
 RIRS=${RIRS:-/data/RIRS_NOISES}        # simulated_rirs/
 SITW=${SITW:-/data/sitw}               # dev/ eval/   (optional)
 SDSV=${SDSV:-/data/sdsv2021_task2}     # docs/ wav/   (optional)
+SDSV_KEY=${SDSV_KEY:-}                 # the organisers' key (one 1|0 per trial); without it: trial_pairs only
 TEDX=${TEDX:-/data/tedx_spanish}       # speech/ files/ (optional)
 DIPCO=${DIPCO:-/data/dipco}            # audio/ transcriptions/ (optional)
 DIPCO_TRIALS=${DIPCO_TRIALS:-$DIPCO/trials.txt}  # the benchmark's trial list (DiPCo is skipped without it)
@@ -42,6 +45,9 @@ TRAIN_SET=${TRAIN_SET:-}
 EXPERIMENT_SET=${EXPERIMENT_SET:-}
 # TEDx Spanish: the paper's derived protocol (400k target, 1.6M non-target same-gender pairs, seed 0).
 TEDX_OPTS=${TEDX_OPTS:-}
+# Decode VoxCeleb2's m4a once to flac or wav (empty: train on the m4a), into VOX2_AUDIO.
+VOX2_CONVERT=${VOX2_CONVERT:-}
+VOX2_AUDIO=${VOX2_AUDIO:-}             # default: $DATA/voxceleb2_dev_$VOX2_CONVERT.audio
 stage=0
 stop_stage=5
 
@@ -59,6 +65,13 @@ export DATA EXP
 DATA=$(mkdir -p "$DATA" && cd "$DATA" && pwd)
 EXP=$(mkdir -p "$EXP" && cd "$EXP" && pwd)
 
+case "$VOX2_CONVERT" in
+  ""|flac|wav) ;;
+  *) echo "run.sh: VOX2_CONVERT must be flac, wav or empty, got '$VOX2_CONVERT'" >&2; exit 2 ;;
+esac
+TRAIN_DATA=$DATA/voxceleb2_dev${VOX2_CONVERT:+_$VOX2_CONVERT}
+VOX2_AUDIO=${VOX2_AUDIO:-$TRAIN_DATA.audio}
+
 run_stage() { [ "$stage" -le "$1" ] && [ "$stop_stage" -ge "$1" ]; }
 log() { echo "run.sh [$(date +%H:%M:%S)] $*"; }
 
@@ -72,10 +85,15 @@ prepare() {
 
 if run_stage 0; then
   prepare voxceleb2 "$VOX2" "$DATA/voxceleb2_dev" --split dev
+  if [ -n "$VOX2_CONVERT" ]; then
+    # One decode per file, over all cores; files are renamed into place when whole, so an
+    # interrupted conversion resumes where it stopped.
+    prepare convert "$DATA/voxceleb2_dev" "$TRAIN_DATA" --audio-dir "$VOX2_AUDIO" --format "$VOX2_CONVERT"
+  fi
 fi
 
 if run_stage 1; then
-  prepare voxceleb1 "$VOX1" "$DATA/voxceleb1"
+  prepare voxceleb1 "$VOX1" "$DATA/voxceleb1" ${VOX1_TRIALS:+--trials-dir "$VOX1_TRIALS"}
 fi
 
 if run_stage 2; then
@@ -85,7 +103,8 @@ fi
 
 if run_stage 3; then
   if [ -d "$SITW" ]; then prepare sitw "$SITW" "$DATA/sitw"; else log "sitw: $SITW not found, skipped (optional)"; fi
-  if [ -d "$SDSV" ]; then prepare sdsv "$SDSV" "$DATA/sdsv"; else log "sdsv: $SDSV not found, skipped (optional)"; fi
+  # Without SDSV_KEY only `trial_pairs` is written (no labels): the experiment cannot score it.
+  if [ -d "$SDSV" ]; then prepare sdsv "$SDSV" "$DATA/sdsv" ${SDSV_KEY:+--key "$SDSV_KEY"}; else log "sdsv: $SDSV not found, skipped (optional)"; fi
   # shellcheck disable=SC2086  # TEDX_OPTS is a list of options
   if [ -d "$TEDX" ]; then prepare tedx "$TEDX" "$DATA/tedx" $TEDX_OPTS; else log "tedx: $TEDX not found, skipped (optional)"; fi
   if [ -d "$DIPCO" ] && [ -f "$DIPCO_TRIALS" ]; then
@@ -97,7 +116,8 @@ fi
 
 # The experiment's options, shared by stages 4 and 5 (the same --out keeps their stamps).
 # shellcheck disable=SC2086  # SEEDS is a list of seeds
-experiment_args=("$HERE/conf/experiment.yaml" --out "$EXP" --seeds $SEEDS --set "extract.device=$DEVICE")
+experiment_args=("$HERE/conf/experiment.yaml" --out "$EXP" --seeds $SEEDS --set "extract.device=$DEVICE"
+                 --set "train.data.train=$TRAIN_DATA")
 for kv in $TRAIN_SET; do experiment_args+=(--set "train.$kv"); done
 for kv in $EXPERIMENT_SET; do experiment_args+=(--set "$kv"); done
 if [ "$NGPU" -gt 1 ]; then

@@ -2,8 +2,12 @@
 
 Each preparer is a module of this package exposing
 
-* ``add_arguments(parser)``: its options (``src``/``dst`` positionals included);
-* ``run(args) -> int``: prepare, print what was found, return an exit status;
+* a plain function ``prepare_NAME(src, dst, *, ...) -> Path`` that does the work (importable
+  from here: ``from jeffreys.corpora import prepare_voxceleb1``), prints what it found and
+  raises :class:`jeffreys.errors.InputError` on a bad source;
+* ``add_arguments(parser)`` (or ``add_arguments_for(name, parser)``): its options (``src``/``dst``
+  positionals included);
+* ``run(args) -> int``: a thin wrapper mapping the options onto the function;
 * a module docstring whose first paragraph is the one-line summary and whose second
   describes the source layout it expects (shown by ``jeffreys prepare --help``).
 
@@ -27,7 +31,28 @@ PREPARERS: dict[str, str] = {
     "tedx": "jeffreys.corpora.tedx",
     "musan": "jeffreys.corpora.musan",
     "rirs": "jeffreys.corpora.rirs",
+    "convert": "jeffreys.corpora.convert",
 }
+
+
+# prepare_NAME -> module, resolved on first use so that importing the package stays cheap.
+FUNCTIONS: dict[str, str] = {
+    "prepare_voxceleb1": "jeffreys.corpora.voxceleb",
+    "prepare_voxceleb2": "jeffreys.corpora.voxceleb",
+    "prepare_sitw": "jeffreys.corpora.sitw",
+    "prepare_sdsv": "jeffreys.corpora.sdsv",
+    "prepare_dipco": "jeffreys.corpora.dipco",
+    "prepare_tedx": "jeffreys.corpora.tedx",
+    "prepare_musan": "jeffreys.corpora.musan",
+    "prepare_rirs": "jeffreys.corpora.rirs",
+    "convert_datadir": "jeffreys.corpora.convert",
+}
+
+
+def __getattr__(name: str):
+    if name in FUNCTIONS:
+        return getattr(importlib.import_module(FUNCTIONS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _doc_parts(module) -> tuple[str, str]:

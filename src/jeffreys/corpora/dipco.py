@@ -102,18 +102,36 @@ def collect(src: Path, splits: list[str], mics: list[str], channel: int, min_dur
     return wav, segments, utt2spk, spk2gender, short
 
 
-def run(args) -> int:
-    src = require(args.src, "corpus root", "dipco")
-    mics = [m.strip() for m in args.mics.split(",") if m.strip()]
+def prepare_dipco(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    split: str = "all",
+    mics: str | list[str] = ("close-talk", *ARRAYS),
+    channel: int = 1,
+    min_dur: float = 0.0,
+    trials: list[str | Path] = (),
+    drop_missing: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Write the DiPCo segments data dir (and the given trial lists) at ``dst``; print what was found."""
+    src, dst = Path(src), Path(dst)
+    require(src, "corpus root", "dipco")
+    mics = [m.strip() for m in (mics.split(",") if isinstance(mics, str) else mics) if m.strip()]
     bad = [m for m in mics if m not in ("close-talk", *ARRAYS)]
     if bad or not mics:
         raise InputError(f"--mics: unknown microphone {bad[0] if bad else ''!r} (close-talk, U01..U05)")
-    splits = ["dev", "eval"] if args.split == "all" else [args.split]
-    wav, segments, utt2spk, spk2gender, short = collect(src, splits, mics, args.channel, args.min_dur)
+    if split not in ("dev", "eval", "all"):
+        raise InputError(f"--split: {split!r} is not dev, eval or all")
+    if not 1 <= channel <= 7:
+        raise InputError(f"--channel: {channel} is not a channel of the arrays (1-7)")
+    trials = [Path(t) for t in trials]
+    splits = ["dev", "eval"] if split == "all" else [split]
+    wav, segments, utt2spk, spk2gender, short = collect(src, splits, mics, channel, min_dur)
     spec = DirSpec(wav, utt2spk, {u: e - s for u, (_, s, e) in segments.items()}, segments=segments)
     spec.extra["spk2gender"] = [f"{s} {g}" for s, g in sorted(spk2gender.items())]
     if short:
-        spec.notes.append(f"{short} segment(s) shorter than {args.min_dur} s left out")
+        spec.notes.append(f"{short} segment(s) shorter than {min_dur} s left out")
 
     def resolve(entry: str) -> str | None:
         name = Path(entry).name
@@ -121,14 +139,22 @@ def run(args) -> int:
             name = name.removesuffix(ext)
         return name if name in segments else None
 
-    stems = [p.stem for p in args.trials]
+    stems = [p.stem for p in trials]
     if len(set(stems)) != len(stems):
         raise InputError("--trials: two lists share a file name; rename one (DST gets trials_<name>)")
-    for path in args.trials:
+    for path in trials:
         rows = [(n, *parse_trial_line(parts, f"{path}:{n}")) for n, parts in read_rows(require(path, "trial list", "dipco"), 3, 3)]
-        name = "trials" if len(args.trials) == 1 else f"trials_{path.stem}"
-        spec.trials.append(map_trials(name, path, rows, resolve, resolve, args.drop_missing))
-    if not args.trials:
+        name = "trials" if len(trials) == 1 else f"trials_{path.stem}"
+        spec.trials.append(map_trials(name, path, rows, resolve, resolve, drop_missing))
+    if not trials:
         spec.notes.append("no trial list given (--trials FILE): segments only")
-    write_dirs("dipco", args.dst, {"": spec}, args.overwrite)
+    write_dirs("dipco", dst, {"": spec}, overwrite)
+    return dst
+
+
+def run(args) -> int:
+    prepare_dipco(
+        args.src, args.dst, split=args.split, mics=args.mics, channel=args.channel, min_dur=args.min_dur,
+        trials=args.trials, drop_missing=args.drop_missing, overwrite=args.overwrite,
+    )
     return 0

@@ -15,6 +15,7 @@ identities, so speech utterances are their own speakers too (as in Kaldi).
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..errors import InputError
@@ -40,31 +41,51 @@ def vocals(music: Path) -> dict[str, bool]:
     return out
 
 
-def prepare_part(src: Path, part: str, args) -> DirSpec:
+def prepare_part(src: Path, part: str, *, no_vocals: bool = False, measure_durations: bool = True, jobs: int = 1) -> DirSpec:
     wav: dict[str, str] = {}
     for f in files_under(src / part, ".wav", "musan", f"MUSAN {part}/<source>/*.wav"):
         if f.stem in wav:
             raise InputError(f"{f}: duplicate file id (also {wav[f.stem]})")
         wav[f.stem] = str(f.resolve())
     notes = []
-    if part == "music" and args.no_vocals:
+    if part == "music" and no_vocals:
         has = vocals(src / part)
         unannotated = sum(1 for u in wav if u not in has)
         wav = {u: p for u, p in wav.items() if not has.get(u, False)}
         notes.append(f"music with vocals left out; {unannotated} file(s) without annotation kept")
         if not wav:
             raise InputError(f"{src / part}: every music file has vocals (--no-vocals left none)")
-    spec = DirSpec(wav, {u: u for u in wav}, durations(wav, args.no_durations, args.jobs))
+    spec = DirSpec(wav, {u: u for u in wav}, durations(wav, not measure_durations, jobs))
     spec.notes += notes
     return spec
 
 
-def run(args) -> int:
-    src = require(args.src, "corpus root", "musan")
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+def prepare_musan(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    parts: str | list[str] = PARTS,
+    no_vocals: bool = False,
+    measure_durations: bool = True,
+    jobs: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write ``dst/noise``, ``dst/music``, ``dst/speech`` (those of ``parts``); print what was found."""
+    src, dst = Path(src), Path(dst)
+    require(src, "corpus root", "musan")
+    parts = [p.strip() for p in (parts.split(",") if isinstance(parts, str) else parts) if p.strip()]
     bad = [p for p in parts if p not in PARTS]
     if bad or not parts:
         raise InputError(f"--parts: unknown part {bad[0] if bad else ''!r} (choose among {','.join(PARTS)})")
-    dirs = {p: prepare_part(src, p, args) for p in parts}
-    write_dirs("musan", args.dst, dirs, args.overwrite)
+    jobs = jobs or os.cpu_count() or 1
+    dirs = {p: prepare_part(src, p, no_vocals=no_vocals, measure_durations=measure_durations, jobs=jobs) for p in parts}
+    write_dirs("musan", dst, dirs, overwrite)
+    return dst
+
+
+def run(args) -> int:
+    prepare_musan(
+        args.src, args.dst, parts=args.parts, no_vocals=args.no_vocals,
+        measure_durations=not args.no_durations, jobs=args.jobs, overwrite=args.overwrite,
+    )
     return 0

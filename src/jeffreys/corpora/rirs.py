@@ -1,20 +1,24 @@
 """RIRS_NOISES (OpenSLR 28) room impulse responses as one data dir for reverberation.
 
-SRC/simulated_rirs/{smallroom,mediumroom,largeroom}/RoomNNN/RoomNNN-NNNNN.wav, each room type
+SRC/simulated_rirs/{smallroom,mediumroom,largeroom}/RoomNNN/RoomNNN-NNNNN.wav (any of the three: voxceleb_trainer
+extracts only smallroom and mediumroom; SRC may also be simulated_rirs/ itself), each room type
 with an optional rir_list (`--rir-id ID --room-id ROOM RIRS_NOISES/simulated_rirs/.../X.wav`);
 with --real also SRC/real_rirs_isotropic_noises/rir_list and the files it names.
 DST is one data dir: utterance id `ROOMTYPE-RoomNNN-NNNNN` (the rir_list id), utt2spk maps it to
 its room type (smallroom, mediumroom, largeroom; `real` for --real), so an augmenter can draw a
 room type first. pointsource_noises/ and the isotropic noises are not used.
 
-Relied on: the layout of rirs_noises.zip as read by Kaldi's reverberate_data_dir.py. A
-rir_list entry whose file is absent is refused (its line is named); files present but not in
-a rir_list are still taken.
+Relied on: the layout of rirs_noises.zip as read by Kaldi's reverberate_data_dir.py (whose
+VoxCeleb v2 recipe uses the small and medium rooms) and as voxceleb_trainer's ``dataprep.py
+--augment`` extracts it (``simulated_rirs/mediumroom`` and ``smallroom`` only). The room types
+found are printed; none at all is an error. A rir_list entry whose file is absent is refused
+(its line is named); files present but not in a rir_list are still taken.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..errors import InputError
@@ -46,12 +50,27 @@ def read_rir_list(path: Path, base: Path, anchor: str) -> dict[str, Path]:
     return out
 
 
-def run(args) -> int:
-    src = require(args.src, "corpus root", "rirs")
+def prepare_rirs(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    real: bool = False,
+    measure_durations: bool = True,
+    jobs: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the RIR data dir at ``dst`` from whichever simulated room types are present; print what was found."""
+    src, dst = Path(src), Path(dst)
+    require(src, "corpus root", "rirs")
     sim = src / "simulated_rirs"
+    if not sim.is_dir() and any((src / room).is_dir() for room in ROOMS):
+        sim = src  # SRC is simulated_rirs/ itself
+    present = [room for room in ROOMS if (sim / room).is_dir()]
+    if not present:
+        raise InputError(f"{sim}: none of {', '.join(ROOMS)} found (simulated RIRs, RoomNNN/RoomNNN-NNNNN.wav); see `jeffreys prepare rirs --help`")
     wav: dict[str, str] = {}
     utt2spk: dict[str, str] = {}
-    for room in ROOMS:
+    for room in present:
         base = sim / room
         for f in files_under(base, ".wav", "rirs", f"simulated {room} RIRs, RoomNNN/RoomNNN-NNNNN.wav"):
             rel = f.relative_to(base).parts
@@ -67,13 +86,21 @@ def run(args) -> int:
                 if old is not None and old != rid:
                     del wav[old], utt2spk[old]
                 wav[rid], utt2spk[rid] = str(f.resolve()), room
-    if args.real:
-        real = src / "real_rirs_isotropic_noises"
-        lst = require(real / "rir_list", "real RIR list", "rirs")
-        for rid, f in read_rir_list(lst, real, "real_rirs_isotropic_noises").items():
+    if real:
+        real_dir = src / "real_rirs_isotropic_noises"
+        lst = require(real_dir / "rir_list", "real RIR list", "rirs")
+        for rid, f in read_rir_list(lst, real_dir, "real_rirs_isotropic_noises").items():
             if rid in wav:
                 raise InputError(f"{lst}: rir id {rid!r} is also a simulated RIR")
             wav[rid], utt2spk[rid] = str(f.resolve()), "real"
-    spec = DirSpec(wav, utt2spk, durations(wav, args.no_durations, args.jobs))
-    write_dirs("rirs", args.dst, {"": spec}, args.overwrite)
+    spec = DirSpec(wav, utt2spk, durations(wav, not measure_durations, jobs or os.cpu_count() or 1))
+    counts = ", ".join(f"{room} ({sum(1 for r in utt2spk.values() if r == room)})" for room in present)
+    absent = [room for room in ROOMS if room not in present]
+    spec.notes.append(f"room types found: {counts}" + (f"; absent: {', '.join(absent)}" if absent else ""))
+    write_dirs("rirs", dst, {"": spec}, overwrite)
+    return dst
+
+
+def run(args) -> int:
+    prepare_rirs(args.src, args.dst, real=args.real, measure_durations=not args.no_durations, jobs=args.jobs, overwrite=args.overwrite)
     return 0

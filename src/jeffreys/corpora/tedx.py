@@ -10,14 +10,18 @@ The naming is the corpus README's identification key. The corpus has 11243 files
 3-10 s each, so, as in the paper ("segments between 3 and 10 seconds"), a segment is a whole
 file whose header duration lies in the range. Pairs are uniform over unordered pairs: target
 pairs over all same-speaker pairs, non-target pairs over all same-gender pairs of different
-speakers; enrol/test sides and the final order are shuffled. Asking for more pairs than exist
-is an error. These trials are derived, not published: the seed and counts are printed.
+speakers; enrol/test sides and the final order are shuffled. Before sampling, the pairs that
+exist among the kept files are counted and printed; asking for more than exist is a one-line
+error naming both counts. These trials are derived, not published: the seed and counts are
+printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
+from pathlib import Path
 
 import numpy as np
 
@@ -40,6 +44,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _all_pairs(n: int) -> np.ndarray:
     i, j = np.triu_indices(n, 1)
     return np.stack([i, j], axis=1)
+
+
+def pair_counts(spk: np.ndarray, gender: np.ndarray) -> tuple[int, int]:
+    """(distinct same-speaker pairs, distinct same-gender different-speaker pairs)."""
+    _, per_spk = np.unique(spk, return_counts=True)
+    target = int((per_spk * (per_spk - 1) // 2).sum())
+    same_gender = sum(int(n) * (int(n) - 1) // 2 for n in np.unique(gender, return_counts=True)[1])
+    return target, same_gender - target
+
+
+def _codes(utts: list[str], utt2spk: dict[str, str], spk2gender: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    spk_index = {s: i for i, s in enumerate(sorted(set(utt2spk[u] for u in utts)))}
+    return np.asarray([spk_index[utt2spk[u]] for u in utts]), np.asarray([spk2gender[utt2spk[u]] for u in utts])
+
+
+def check_counts(n_target: int, n_nontarget: int, available: tuple[int, int], what: str = "these files") -> None:
+    """One error naming both requested and available counts when a request cannot be met."""
+    if n_target < 0 or n_nontarget < 0:
+        raise InputError("--n-target and --n-nontarget must be >= 0")
+    t, n = available
+    if n_target > t or n_nontarget > n:
+        raise InputError(
+            f"--n-target {n_target} --n-nontarget {n_nontarget}: {what} give only {t} target "
+            f"(same-speaker) and {n} non-target (same-gender) distinct pairs"
+        )
 
 
 def target_pairs(spk: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -100,12 +129,9 @@ def nontarget_pairs(spk: np.ndarray, gender: np.ndarray, k: int, rng: np.random.
 
 def sample_trials(utts: list[str], utt2spk: dict[str, str], spk2gender: dict[str, str], n_target: int, n_nontarget: int, seed: int) -> list[tuple[str, str, bool]]:
     """The derived protocol: shuffled (enroll, test, is_target) rows."""
-    if n_target < 0 or n_nontarget < 0:
-        raise InputError("--n-target and --n-nontarget must be >= 0")
+    spk, gender = _codes(utts, utt2spk, spk2gender)
+    check_counts(n_target, n_nontarget, pair_counts(spk, gender))
     rng = np.random.default_rng(seed)
-    spk_names = sorted(set(utt2spk[u] for u in utts))
-    spk = np.asarray([spk_names.index(utt2spk[u]) for u in utts])
-    gender = np.asarray([spk2gender[utt2spk[u]] for u in utts])
     pairs = np.concatenate([target_pairs(spk, n_target, rng), nontarget_pairs(spk, gender, n_nontarget, rng)])
     label = np.concatenate([np.ones(n_target, bool), np.zeros(n_nontarget, bool)])
     swap = rng.random(len(pairs)) < 0.5
@@ -114,8 +140,21 @@ def sample_trials(utts: list[str], utt2spk: dict[str, str], spk2gender: dict[str
     return [(utts[pairs[i, 0]], utts[pairs[i, 1]], bool(label[i])) for i in order]
 
 
-def run(args) -> int:
-    src = require(args.src, "corpus root", "tedx")
+def prepare_tedx(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    n_target: int = 400_000,
+    n_nontarget: int = 1_600_000,
+    seed: int = 0,
+    min_dur: float = 3.0,
+    max_dur: float = 10.0,
+    jobs: int | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the TEDx data dir with the derived same-gender trials at ``dst``; print what was found."""
+    src, dst = Path(src), Path(dst)
+    require(src, "corpus root", "tedx")
     files = files_under(src / "speech", ".wav", "tedx", "TEDx speech/**/TEDX_G_NNN_SPA_NNNN.wav")
     wav: dict[str, str] = {}
     for f in files:
@@ -124,18 +163,29 @@ def run(args) -> int:
         if f.stem in wav:
             raise InputError(f"{f}: duplicate file id (also {wav[f.stem]})")
         wav[f.stem] = str(f.resolve())
-    dur = durations(wav, skip=False, jobs=args.jobs)
-    keep = {u: p for u, p in wav.items() if args.min_dur <= dur[u] <= args.max_dur}
+    dur = durations(wav, skip=False, jobs=jobs or os.cpu_count() or 1)
+    keep = {u: p for u, p in wav.items() if min_dur <= dur[u] <= max_dur}
     if not keep:
-        raise InputError(f"{src / 'speech'}: no file lasts {args.min_dur}-{args.max_dur} s")
+        raise InputError(f"{src / 'speech'}: no file lasts {min_dur}-{max_dur} s")
     utt2spk = {u: "_".join(u.split("_")[:3]) for u in keep}
     spk2gender = {s: s.split("_")[1].lower() for s in utt2spk.values()}
     utts = sorted(keep)
-    rows = sample_trials(utts, utt2spk, spk2gender, args.n_target, args.n_nontarget, args.seed)
+    available = pair_counts(*_codes(utts, utt2spk, spk2gender))
+    check_counts(n_target, n_nontarget, available, f"the {len(keep)} files of {min_dur}-{max_dur} s")
+    rows = sample_trials(utts, utt2spk, spk2gender, n_target, n_nontarget, seed)
     spec = DirSpec(keep, utt2spk, {u: dur[u] for u in keep}, [TrialList("trials", rows)])
     spec.extra["spk2gender"] = [f"{s} {g}" for s, g in sorted(spk2gender.items())]
-    spec.notes.append(f"{len(wav) - len(keep)} file(s) outside {args.min_dur}-{args.max_dur} s left out; pairs drawn with seed {args.seed}")
+    spec.notes.append(f"{len(wav) - len(keep)} file(s) outside {min_dur}-{max_dur} s left out; pairs drawn with seed {seed}")
+    spec.notes.append(f"pairs available among the {len(keep)} files kept: {available[0]} target, {available[1]} non-target (same gender)")
     genders = sorted(spk2gender.values())
     spec.notes.append(f"speakers by gender: {genders.count('m')} male, {genders.count('f')} female")
-    write_dirs("tedx", args.dst, {"": spec}, args.overwrite)
+    write_dirs("tedx", dst, {"": spec}, overwrite)
+    return dst
+
+
+def run(args) -> int:
+    prepare_tedx(
+        args.src, args.dst, n_target=args.n_target, n_nontarget=args.n_nontarget, seed=args.seed,
+        min_dur=args.min_dur, max_dur=args.max_dur, jobs=args.jobs, overwrite=args.overwrite,
+    )
     return 0
