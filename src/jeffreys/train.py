@@ -65,7 +65,7 @@ CHECKPOINT_FORMAT = "jeffreys-checkpoint/1"
 # except epochs/steps, which extend or shorten it).
 RESUMABLE_CHANGES = {
     "epochs", "steps", "checkpoint_every", "keep_checkpoints", "log_every", "progress",
-    "num_threads", "data.num_workers", "device",
+    "num_threads", "data.num_workers", "data.feature_cache", "device",
 }
 
 
@@ -80,8 +80,15 @@ class DataConfig:
     chunks_per_speaker: int = 1
     num_workers: int = 0
     allow_pipes: bool = False
+    # Offline augmentation (jeffreys.data.feature_cache): > 0 computes the filterbanks of every
+    # utterance clean and in this many augmented copies once, shared by every run on the same
+    # data and augmentation; a chunk is an augmented copy's crop with probability augment.prob.
+    offline_copies: int = 0
+    feature_cache: str | None = None  # its directory (default: jeffreys.cache.cache_dir()/features)
 
     def __post_init__(self) -> None:
+        if self.offline_copies < 0:
+            raise ValueError(f"data.offline_copies must not be negative, got {self.offline_copies}")
         if self.chunk_seconds <= 0:
             raise ValueError(f"data.chunk_seconds must be positive, got {self.chunk_seconds}")
         if self.num_workers < 0:
@@ -194,8 +201,9 @@ class _Net(nn.Module):
         self.model = model
         self.head = head
 
-    def forward(self, waves: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = self.model(waves)
+    def forward(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # waveforms [B, T], or cached filterbanks [B, frames, mels] (offline augmentation)
+        emb = self.model.embed_features(inputs) if inputs.dim() == 3 else self.model(inputs)
         return emb, self.head(emb, labels)
 
 
@@ -298,6 +306,8 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)  # initial weights
         self.model = SpeakerModel(cfg.model)
+        if cfg.data.offline_copies:
+            self._use_feature_cache(augment)
         self.head = cfg.head.build(embed_dim=self.model.embed_dim, num_classes=self.dataset.num_classes)
         self.target_margin = float(getattr(self.head, "margin", 0.0))
         self.criterion = cfg.loss.build()
@@ -316,6 +326,20 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.net, device_ids=ids)
+
+    def _use_feature_cache(self, augment) -> None:
+        """Build (once, under a lock) or reuse the offline-augmented features, and serve them."""
+        from .cache import cache_dir
+        from .data import feature_cache
+        from .features import Fbank
+
+        cfg, fb = self.config.data, self.model.fbank
+        fbank = Fbank(num_mel_bins=fb.num_mel_bins, sample_rate=fb.sample_rate, mean_norm=False)
+        where = Path(cfg.feature_cache) if cfg.feature_cache else cache_dir() / "features"
+        directory = feature_cache.build(self.dataset, augment, fbank, cfg.offline_copies, where,
+                                        log=print if self.dist.main and self.config.progress else None)
+        self.dataset.use_features(feature_cache.FeatureCache(directory, self.dataset.utts),
+                                  fb.num_frames(self.dataset.chunk_samples))
 
     # -- experiment dir --
     def _prepare_dir(self) -> None:

@@ -3,7 +3,9 @@
 Training (paper section 5.1): each item is a random crop of ``chunk_seconds`` (4 s) from
 one utterance, as float32 samples in [-1, 1], with the speaker's contiguous integer label.
 Features are computed on the batch afterwards (:class:`jeffreys.features.Fbank`, on the
-GPU when there is one), so the workers only decode, crop and augment.
+GPU when there is one), so the workers only decode, crop and augment. With a feature cache
+(:mod:`jeffreys.data.feature_cache`, offline augmentation) an item is instead a crop of
+cached filterbanks ``[frames, mels]``.
 
 Determinism: every random choice for item ``i`` in epoch ``e`` (crop offset, utterance for
 per-speaker sampling, speed factor, augmentation) comes from a generator seeded with
@@ -136,6 +138,8 @@ class TrainDataset(Dataset):
         self.sample_rate = sample_rate
         self.chunk_samples = int(round(chunk_seconds * sample_rate))
         self.augment = augment
+        self.features = None  # a FeatureCache: see use_features()
+        self.frames = 0
         self.seed = seed
         self.epoch = 0
         self.sampling = sampling
@@ -178,6 +182,13 @@ class TrainDataset(Dataset):
             return len(self.data.spk2utt) * self.chunks_per_speaker
         return len(self.utts)
 
+    def use_features(self, cache, frames: int) -> None:
+        """Serve ``frames``-frame feature crops from ``cache`` (a
+        :class:`jeffreys.data.feature_cache.FeatureCache`) instead of waveform chunks."""
+        if self.speed_factors:
+            raise InputError("speed perturbation needs waveform chunks: it cannot use a feature cache")
+        self.features, self.frames = cache, frames
+
     def __getitem__(self, index) -> tuple[torch.Tensor, int]:
         epoch, index = index if isinstance(index, tuple) else (self.epoch, index)
         if not 0 <= index < len(self):
@@ -190,6 +201,9 @@ class TrainDataset(Dataset):
         else:
             utt = self.utts[index]
         label = self.label_of(utt)
+        if self.features is not None:  # offline augmentation: a crop of cached filterbanks
+            prob = self.augment.config.prob if self.augment is not None else 0.0
+            return self.features.crop(utt, self.frames, rng, prob), label
         speed_idx = 0
         if self.speed_factors and rng.random() < self.speed_prob:
             speed_idx = 1 + int(rng.integers(len(self.speed_factors)))

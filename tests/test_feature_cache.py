@@ -1,0 +1,97 @@
+"""Offline augmentation: cached filterbanks against the front-end computed directly, the same
+bytes whatever the number of workers, one build shared, crops as the online chunks are."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from jeffreys.audio import load_utterance
+from jeffreys.data import feature_cache
+from jeffreys.data.augment import AugmentConfig, Augmenter
+from jeffreys.data.dataset import TrainDataset
+from jeffreys.errors import InputError
+from jeffreys.features import Fbank
+from train_helpers import make_datadir, tiny_overrides
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fc")
+    data = make_datadir(root, speakers=3, utts=2)
+    aug = Augmenter(AugmentConfig(prob=0.5, simulated_rirs=2, cache_dir=str(root / "rirs")), SR)
+    ds = TrainDataset(data, chunk_seconds=0.5, augment=aug)
+    fbank = Fbank(num_mel_bins=20, mean_norm=False)
+    return root, ds, aug, fbank
+
+
+def test_clean_copy_is_the_front_end_and_copies_are_augmented(setup):
+    root, ds, aug, fbank = setup
+    d = feature_cache.build(ds, aug, fbank, copies=2, directory=root / "c1", jobs=1)
+    cache = feature_cache.FeatureCache(d, ds.utts)
+    for i, utt in enumerate(ds.utts):
+        wave = torch.from_numpy(load_utterance(ds.data, utt, SR))
+        want = fbank(wave).numpy()
+        start, n = cache.index[i, 0]
+        assert n == fbank.num_frames(wave.shape[0]) == want.shape[0]
+        np.testing.assert_allclose(np.asarray(cache.feats[start:start + n], dtype=np.float32), want, atol=0.02, rtol=2e-3)
+        for c in (1, 2):  # augmented copies: same length, other features
+            s2, n2 = cache.index[i, c]
+            assert n2 == n and np.abs(np.asarray(cache.feats[s2:s2 + n], np.float32) - want).mean() > 0.05
+
+
+def test_workers_give_the_same_bytes_and_one_build_is_shared(setup):
+    root, ds, aug, fbank = setup
+    one = feature_cache.build(ds, aug, fbank, copies=2, directory=root / "w1", jobs=1)
+    two = feature_cache.build(ds, aug, fbank, copies=2, directory=root / "w2", jobs=2)
+    assert one.name == two.name  # the key is the content's, not the place's
+    assert (one / "feats.f16").read_bytes() == (two / "feats.f16").read_bytes()
+    assert np.array_equal(np.load(one / "index.npy"), np.load(two / "index.npy"))
+    before = (one / "feats.f16").stat().st_mtime_ns
+    assert feature_cache.build(ds, aug, fbank, copies=2, directory=root / "w1", jobs=2) == one
+    assert (one / "feats.f16").stat().st_mtime_ns == before  # reused, not rebuilt
+    assert not [p for p in (root / "w1").iterdir() if p.name.startswith(f".{one.name}.") and p.is_dir()]
+    other = feature_cache.build(ds, aug, fbank, copies=1, directory=root / "w1", jobs=1)
+    assert other != one  # another number of copies is another cache
+
+
+def test_crops_are_mean_normalised_and_wrap_short_utterances(setup):
+    root, ds, aug, fbank = setup
+    cache = feature_cache.FeatureCache(feature_cache.build(ds, aug, fbank, 2, root / "c1", jobs=1), ds.utts)
+    utt = ds.utts[0]
+    rng = np.random.default_rng(0)
+    x = cache.crop(utt, 30, rng, augment_prob=0.0)
+    assert x.shape == (30, 20) and x.dtype == torch.float32
+    torch.testing.assert_close(x.mean(0), torch.zeros(20), atol=1e-5, rtol=0)
+    start, n = cache.index[0, 0]
+    long = cache.crop(utt, n + 7, np.random.default_rng(1), augment_prob=0.0)  # longer than the utterance
+    raw = np.asarray(cache.feats[start:start + n], np.float32)
+    wrapped = np.concatenate([raw, raw[:7]])
+    torch.testing.assert_close(long, torch.from_numpy(wrapped - wrapped.mean(0)), atol=1e-5, rtol=0)
+    with pytest.raises(InputError, match="feature cache of other utterances"):
+        feature_cache.FeatureCache(cache_dir := feature_cache.build(ds, aug, fbank, 2, root / "c1", jobs=1), ds.utts[1:])
+    assert cache_dir.is_dir()
+
+
+def test_training_on_cached_features(tmp_path):
+    from jeffreys.train import Trainer, load_train_config
+
+    data = make_datadir(tmp_path / "d")
+    path = tmp_path / "c.yaml"
+    path.write_text("")
+    cfg = load_train_config(path, tiny_overrides(data, "data.augment.prob=0.5", "data.augment.simulated_rirs=2",
+                                                 f"data.augment.cache_dir={tmp_path / 'rirs'}", "data.offline_copies=2",
+                                                 f"data.feature_cache={tmp_path / 'feats'}", steps=3))
+    trainer = Trainer(cfg, tmp_path / "exp")
+    x, label = trainer.dataset[(0, 0)]
+    assert x.shape == (trainer.model.fbank.num_frames(int(0.5 * SR)), 16)  # features, not samples
+    trainer.run()
+    assert (tmp_path / "exp" / "model.pt").is_file()
+    for bad, message in (("data.augment.speed_perturb=true", "speed perturbation needs waveform chunks"),
+                         ("data.augment.prob=0.0", r"offline augmentation needs augmentation: data.augment.prob must be above 0")):
+        with pytest.raises(InputError, match=message):
+            Trainer(load_train_config(path, tiny_overrides(data, "data.augment.prob=0.5", "data.offline_copies=1", bad,
+                                                           f"data.feature_cache={tmp_path / 'feats'}", steps=1)), tmp_path / "exp2")
