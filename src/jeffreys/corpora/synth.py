@@ -38,9 +38,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from ..data.datadir import atomic_dir, read_datadir, write_datadir
+from ..data.datadir import read_datadir, write_datadir
 from ..data.trials import read_trials
-from ..errors import InputError
+from ..errors import InputError, nonnegative_int
+from ..fileio import atomic_dir
 from . import synth_channel as ch
 from .espeak import Espeak, espeak_version, packaged_data_dir, private_data_dir
 
@@ -92,8 +93,8 @@ class Sizes:
             raise bad("--eval-speakers and --eval-utts-per-speaker must be >= 2 (trials need targets and non-targets)")
         if not 0.5 <= self.min_dur <= self.max_dur <= 30.0:
             raise bad(f"durations must satisfy 0.5 <= min ({self.min_dur}) <= max ({self.max_dur}) <= 30 seconds")
-        if not self.nontargets_per_target > 0:
-            raise bad("--nontargets-per-target must be > 0")
+        if not 0 < self.nontargets_per_target < float("inf"):
+            raise bad(f"--nontargets-per-target must be a finite number > 0, got {self.nontargets_per_target}")
         if not self.train_languages or not self.other_languages:
             raise bad("--train-languages and --other-languages must not be empty")
         overlap = sorted(set(self.train_languages) & set(self.other_languages))
@@ -379,6 +380,9 @@ def build_synth_corpus(dst: str | Path, seed: int = 0, *, overwrite: bool = Fals
             sizes[key] = tuple(sizes[key])
     cfg = Sizes(**sizes)
     cfg.check()
+    nonnegative_int(seed, "synth corpus: --seed")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise InputError(f"synth corpus: --jobs must be an integer >= 1, got {jobs!r}")
     dst = Path(dst).absolute()
     jobs = jobs or _default_jobs()
 
