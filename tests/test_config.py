@@ -98,10 +98,10 @@ def test_overrides_parse_and_apply_in_one_place(tmp_path: Path):
     out = apply_overrides(data, {"optim.lr": 0.5, "new.deep.key": 1})
     assert out == {"steps": 10, "optim": {"lr": 0.5}, "new": {"deep": {"key": 1}}}
     assert data == {"steps": 10, "optim": {"lr": 0.2}}  # not modified
-    with pytest.raises(InputError, match=r"c.yaml: cannot set 'steps.x': 'steps' is not a section \(it holds 10\)"):
-        apply_overrides(data, {"steps.x": 1}, "c.yaml")
-    with pytest.raises(InputError, match="c.yaml: cannot set 'a.b': the top level is a list"):
-        apply_overrides(["a"], {"a.b": 1}, "c.yaml")
+    with pytest.raises(InputError, match=r"c.yaml: cannot set 'steps.x': 'steps' is a int, not a section"):
+        apply_overrides(data, {"steps.x": 1}, source="c.yaml")
+    with pytest.raises(InputError, match="c.yaml: cannot set 'a.b': the config is a list, not a mapping"):
+        apply_overrides(["a"], {"a.b": 1}, source="c.yaml")
     path = tmp_path / "c.yaml"
     path.write_text("name: a\noptim:\n")  # an empty section is a section
     assert load_config(Cfg, path, {"optim.lr": 0.5}).optim.lr == 0.5

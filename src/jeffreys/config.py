@@ -14,11 +14,11 @@ uses.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import re
 import types
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
@@ -187,43 +187,35 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
-def apply_overrides(data: Any, overrides: Mapping[str, Any] | None, source: str = "") -> Any:
-    """``data`` (as read from YAML) with each dotted ``key: value`` of ``overrides`` set;
-    missing sections are created. ``data`` itself is not changed.
-
-    Errors name ``source`` and the key: a key under a scalar (``steps.x`` where ``steps:
-    10``), or any key when the document's top level is not a mapping."""
+def apply_overrides(data: Any, overrides: dict[str, Any], *, source: str = "") -> Any:
+    """A copy of config ``data`` with each dotted key of ``overrides`` set (``optim.lr``:
+    ``data["optim"]["lr"]``), missing sections created. Setting a key under a value that is
+    not a mapping (``steps.x`` when ``steps`` is a number), or any key when the config is not
+    a mapping, is an error naming the key."""
     if not overrides:
         return data
     where = f"{source}: " if source else ""
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        first = next(iter(overrides))
-        raise InputError(f"{where}cannot set {first!r}: the top level is a {type(data).__name__}, not a mapping of keys")
-    data = _copy_sections(data)
+        raise InputError(f"{where}cannot set {next(iter(overrides))!r}: the config is a {type(data).__name__}, not a mapping")
+    data = copy.deepcopy(data)
     for dotted, value in overrides.items():
         node = data
         *parents, last = dotted.split(".")
-        for depth, p in enumerate(parents):
-            child = node.setdefault(p, {})
-            if child is None:
-                child = node[p] = {}
-            if not isinstance(child, dict):
-                section = ".".join(parents[: depth + 1])
-                raise InputError(f"{where}cannot set {dotted!r}: {section!r} is not a section (it holds {child!r})")
-            node = child
+        for i, p in enumerate(parents):
+            if node.get(p) is None:  # a missing or null section
+                node[p] = {}
+            node = node[p]
+            if not isinstance(node, dict):
+                raise InputError(f"{where}cannot set {dotted!r}: {'.'.join(parents[: i + 1])!r} is a {type(node).__name__}, not a section")
         node[last] = value
     return data
 
 
-def _copy_sections(data: dict) -> dict:
-    return {k: _copy_sections(v) if isinstance(v, dict) else v for k, v in data.items()}
-
-
 def load_config(cls: type[T], path: str | Path, overrides: dict[str, Any] | None = None) -> T:
     """Read YAML file ``path`` into dataclass ``cls``; ``overrides`` are dotted keys."""
-    data = apply_overrides(load_yaml(path), overrides, str(path))
+    data = apply_overrides(load_yaml(path) or {}, overrides or {}, source=str(path))
     return from_dict(cls, data, source=str(path))
 
 
