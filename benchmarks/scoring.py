@@ -38,8 +38,10 @@ def main():
     centres = rng.standard_normal((args.speakers, args.dim)).astype(np.float32)
     emb = centres[spk] + rng.standard_normal((args.utterances, args.dim)).astype(np.float32)
     ids = [f"id{s:05d}/{i:06d}.wav" for i, s in enumerate(spk)]
-    e = rng.integers(0, args.utterances, args.trials)
-    t = rng.integers(0, args.utterances, args.trials)
+    # distinct pairs: a scores file may score a pair once (read_scores refuses repeats)
+    pairs = rng.integers(0, args.utterances, (args.trials + args.trials // 10 + 100, 2))
+    _, first = np.unique(pairs[:, 0] * args.utterances + pairs[:, 1], return_index=True)
+    e, t = pairs[np.sort(first)[: args.trials]].T
     trials = ([ids[i] for i in e], [ids[i] for i in t])
     mean = compute_mean(emb)
     out = {"benchmark": "scoring", "trials": args.trials, "utterances": args.utterances,

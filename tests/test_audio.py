@@ -215,3 +215,38 @@ def test_load_utterance_follows_segments_and_pipe_opt_in(tmp_path):
         load_utterance(dd, "u9")
     p = write_datadir(tmp_path / "p", {"u": _py_cat(tmp_path / "rec.wav")}, {"u": "s"})
     assert load_utterance(read_datadir(p, allow_pipes=True), "u", 8000).shape[0] == 24000
+
+
+def test_ffmpeg_opens_local_files_only_and_no_multi_file_demuxer(tmp_path, monkeypatch):
+    w = tone(440, 16000, 0.5)
+    sf.write(tmp_path / "a.wav", w, 16000, subtype="FLOAT")
+    sf.write(tmp_path / "b.wav", w, 16000, subtype="FLOAT")
+    # "concat:a.wav|b.wav" as a path is a file name (here: a copy of a.wav), never FFmpeg's
+    # concat protocol, which would read a.wav then b.wav
+    monkeypatch.chdir(tmp_path)
+    named = tmp_path / "concat:a.wav|b.wav"
+    named.write_bytes((tmp_path / "a.wav").read_bytes())
+    from jeffreys.audio import _decode_av
+
+    wave, sr = _decode_av(str(named.name), "x")
+    assert sr == 16000 and abs(len(wave) - len(w)) < 100  # one file's samples, not two
+    # an ffconcat list names two local files: the concat demuxer is not allowed
+    (tmp_path / "list.txt").write_text(f"ffconcat version 1.0\nfile '{tmp_path / 'a.wav'}'\nfile '{tmp_path / 'b.wav'}'\n")
+    with pytest.raises(InputError, match="list.txt: not an audio file FFmpeg may open here"):
+        load_audio(tmp_path / "list.txt")
+
+
+def test_mp3_goes_to_ffmpeg_not_libsndfile(tmp_path):
+    from jeffreys.audio import _needs_ffmpeg
+
+    (tmp_path / "x.wav").write_bytes(b"\xff\xfb\x90\x64" + bytes(100))
+    (tmp_path / "y.wav").write_bytes(b"ID3" + bytes(100))
+    (tmp_path / "z.wav").write_bytes(b"RIFF" + bytes(100))
+    assert _needs_ffmpeg(tmp_path / "x.wav") and _needs_ffmpeg(tmp_path / "y.wav") and not _needs_ffmpeg(tmp_path / "z.wav")
+
+
+def test_directory_and_device_are_named_as_such(tmp_path):
+    with pytest.raises(InputError, match="is a directory, expected an audio file"):
+        load_audio(tmp_path)
+    with pytest.raises(InputError, match="not a regular file"):
+        load_audio("/dev/zero")

@@ -75,7 +75,7 @@ def test_overrides_and_missing_file(tmp_path: Path):
     path = tmp_path / "c.yaml"
     path.write_text("name: a\n")
     assert load_config(Cfg, path, {"optim.lr": 0.5, "steps": 4}).optim.lr == 0.5
-    with pytest.raises(InputError, match="nope.yaml: cannot read config"):
+    with pytest.raises(InputError, match="nope.yaml: no such config file"):
         load_config(Cfg, tmp_path / "nope.yaml")
 
 
@@ -83,3 +83,33 @@ def test_optional_none():
     assert from_dict(Cfg, {"name": "a", "init": None}).init is None
     with pytest.raises(InputError, match="key 'name': must be a string, got None"):
         from_dict(Cfg, {"name": None})
+
+
+def test_overrides_parse_and_apply_in_one_place(tmp_path: Path):
+    from jeffreys.config import apply_overrides, parse_overrides
+
+    assert parse_overrides(["optim.lr=0.1", "widths=[1, 2]", "init=null"]) == {"optim.lr": 0.1, "widths": [1, 2], "init": None}
+    for bad in ("lr", "=1", "a..b=1", "1a=2", "a b=1"):
+        with pytest.raises(InputError, match=f"--set {bad!r}: expected KEY=VALUE"):
+            parse_overrides([bad])
+    with pytest.raises(InputError, match="value is not valid YAML"):
+        parse_overrides(["a=[1"])
+    data = {"steps": 10, "optim": {"lr": 0.2}}
+    out = apply_overrides(data, {"optim.lr": 0.5, "new.deep.key": 1})
+    assert out == {"steps": 10, "optim": {"lr": 0.5}, "new": {"deep": {"key": 1}}}
+    assert data == {"steps": 10, "optim": {"lr": 0.2}}  # not modified
+    with pytest.raises(InputError, match=r"c.yaml: cannot set 'steps.x': 'steps' is a int, not a section"):
+        apply_overrides(data, {"steps.x": 1}, source="c.yaml")
+    with pytest.raises(InputError, match="c.yaml: cannot set 'a.b': the config is a list, not a mapping"):
+        apply_overrides(["a"], {"a.b": 1}, source="c.yaml")
+    path = tmp_path / "c.yaml"
+    path.write_text("name: a\noptim:\n")  # an empty section is a section
+    assert load_config(Cfg, path, {"optim.lr": 0.5}).optim.lr == 0.5
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "'nan'", "'1e999'"])
+def test_floats_must_be_finite(tmp_path: Path, value: str):
+    path = tmp_path / "c.yaml"
+    path.write_text(f"name: a\noptim:\n  lr: {value}\n")
+    with pytest.raises(InputError, match=r"c.yaml: key 'optim.lr': must be a finite number"):
+        load_config(Cfg, path)

@@ -81,8 +81,8 @@ def bad_cases(audio):
         ("utt2dur-unknown", {"utt2dur": "a1 1\na2 1\nb1 1\nz 1\n"}, r"utt2dur:4: unknown utterance 'z'"),
         ("utt2dur-missing", {"utt2dur": "a1 1\nb1 1\n"}, r"utt2dur: utterance 'a2' \(utt2spk line 2\) has no duration"),
         ("empty-wav", {"wav.scp": ""}, r"wav.scp: empty"),
-        ("not-utf8", {"utt2spk": None}, r"utt2spk: not UTF-8"),
-        ("pipe-refused", {"wav.scp": f"a1 {audio['a1']}\na2 sox x.sph -t wav - |\nb1 {audio['b1']}\n"}, r"wav.scp:2: 'a2' is a shell pipeline .*allow_pipes"),
+        ("not-utf8", {"utt2spk": None}, r"utt2spk:1: not UTF-8"),
+        ("pipe-refused", {"wav.scp": f"a1 {audio['a1']}\na2 sox x.sph -t wav - |\nb1 {audio['b1']}\n"}, r"wav.scp:2: 'a2' is a command pipeline .*allow_pipes"),
     ]
 
 

@@ -65,7 +65,7 @@ def test_bad_input(tmp_path, emb):
     with pytest.raises(InputError, match="2 ids for 17 embeddings"):
         read_embeddings(tmp_path / "lonely.npy")
     (tmp_path / "gone.scp").write_text("u1 missing.ark:12\n")
-    with pytest.raises(InputError, match="gone.scp:1: 'u1': no such file"):
+    with pytest.raises(InputError, match="gone.scp:1: 'u1': missing.ark: no such Kaldi ark file"):
         read_embeddings(tmp_path / "gone.scp")
 
 
@@ -74,3 +74,62 @@ def test_missing_ids_are_listed():
     assert t.rows(["b", "a", "b"]).tolist() == [1, 0, 1]
     with pytest.raises(InputError, match="2 ids of the trial list have no embedding in embeddings; first: x, y"):
         t.rows(["a", "x", "y", "x"])
+
+
+def _vector_file(path, v):
+    import kaldiio
+
+    with open(path, "wb") as f:
+        kaldiio.save_mat(f, np.asarray(v, dtype=np.float32))
+
+
+def test_scp_pipes_run_only_on_request_and_without_a_shell(tmp_path):
+    import sys
+
+    _vector_file(tmp_path / "v.bin", [1.0, 2.0, 3.0])
+    cat = f"{sys.executable} -c 'import sys;sys.stdout.buffer.write(open(sys.argv[1],\"rb\").read())' {tmp_path / 'v.bin'} |"
+    (tmp_path / "p.scp").write_text(f"u1 {cat}\nu2 {cat}[1:2]\n")
+    with pytest.raises(InputError, match=r"p.scp:1: 'u1' is a command .*--allow-pipes"):
+        read_embeddings(tmp_path / "p.scp")
+    (tmp_path / "q.scp").write_text(f"u1 {cat}\n")
+    ids, m = read_embeddings(tmp_path / "q.scp", allow_pipes=True)
+    assert ids == ["u1"] and m.tolist() == [[1.0, 2.0, 3.0]]
+    (tmp_path / "r.scp").write_text(f"u1 {cat}[1:2]\n")  # Kaldi's inclusive range
+    assert read_embeddings(tmp_path / "r.scp", allow_pipes=True)[1].tolist() == [[2.0, 3.0]]
+    (tmp_path / "s.scp").write_text(f"u1 cat {tmp_path / 'v.bin'} > {tmp_path / 'w'} |\n")
+    with pytest.raises(InputError, match="shell syntax"):
+        read_embeddings(tmp_path / "s.scp", allow_pipes=True)
+    assert not (tmp_path / "w").exists()
+
+
+def test_only_kaldi_matrices_and_vectors_are_parsed(tmp_path, emb):
+    import pickle
+
+    ids, m = emb
+    write_embeddings(tmp_path / "x", ids[:2], m[:2])
+    data = (tmp_path / "x.ark").read_bytes()
+    for name, record, why in [
+        ("pkl", b"PKL" + pickle.dumps(np.ones(8, np.float32)), "pickled Python object"),
+        ("riff", b"RIFF" + bytes(40), "audio"),
+        ("npy", b"NPY" + bytes(40), "numpy record"),
+        ("junk", b"\x01\x02\x03", "not a Kaldi matrix or vector"),
+    ]:
+        (tmp_path / f"{name}.ark").write_bytes(data + f"{ids[2]} ".encode() + record)
+        with pytest.raises(InputError, match=f"{name}.ark: record 3 .*{why}"):
+            read_embeddings(tmp_path / f"{name}.ark")
+    # a text-format ark (Kaldi's copy-vector ark,t:) is data too
+    (tmp_path / "t.ark").write_text("a  [ 1 2 3 ]\nb  [ 4 5 6 ]\n")
+    assert read_embeddings(tmp_path / "t.ark")[1].tolist() == [[1, 2, 3], [4, 5, 6]]
+    # an offset past the end, a device, stdin
+    for loc, why in [(f"{tmp_path / 'x.ark'}:99999", "past the end"), ("/dev/zero:0", "not a regular file"), ("-", "standard input")]:
+        (tmp_path / "o.scp").write_text(f"a {loc}\n")
+        with pytest.raises(InputError, match=why):
+            read_embeddings(tmp_path / "o.scp")
+
+
+def test_ark_and_scp_appear_together(tmp_path, emb):
+    ids, m = emb
+    (tmp_path / "x.scp").mkdir()  # the scp cannot be written: the ark must not appear either
+    with pytest.raises(InputError, match="x.scp: is a directory"):
+        write_embeddings(tmp_path / "x", ids, m)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.scp"]

@@ -151,7 +151,7 @@ def test_update_bundle_meta(tmp_path):
 
 
 def test_bad_bundle_files(tmp_path):
-    with pytest.raises(InputError, match="no such model file"):
+    with pytest.raises(InputError, match="no such model bundle file"):
         load_bundle(tmp_path / "missing.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a torch file")

@@ -10,7 +10,7 @@ import pytest
 from jeffreys.cli import main
 from jeffreys.errors import InputError
 from jeffreys.metrics import evaluate, jsonable
-from jeffreys.report import plot_det, plot_gains, relative_gains, table_csv, table_markdown
+from jeffreys.report import figure_path, plot_det, plot_gains, relative_gains, table_csv, table_markdown
 
 # two rows of the paper's Table 1 (EER as fractions)
 RESULTS = {
@@ -65,8 +65,11 @@ def test_plot_det_png_pdf(tmp_path):
     assert (tmp_path / "det.png").read_bytes()[:4] == b"\x89PNG"
     plot_det(systems, tmp_path / "det.pdf")
     assert (tmp_path / "det.pdf").read_bytes()[:5] == b"%PDF-"
-    with pytest.raises(InputError, match="must end in .png"):
-        plot_det(systems, tmp_path / "det.jpeg")
+    # one figure rule for the whole package: another suffix gets .png appended
+    plot_det(systems, tmp_path / "det.jpeg")
+    assert (tmp_path / "det.jpeg.png").read_bytes()[:4] == b"\x89PNG" and not (tmp_path / "det.jpeg").exists()
+    assert figure_path(tmp_path / "det_vox1.O") == tmp_path / "det_vox1.O.png"
+    assert figure_path(tmp_path / "x.SVG") == tmp_path / "x.SVG"
     # degenerate systems still plot (EER 0 and 0.5)
     plot_det({"sep": ([0, 1], [0, 1]), "tied": ([1, 1], [0, 1])}, tmp_path / "d2.png")
 

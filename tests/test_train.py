@@ -14,7 +14,8 @@ from jeffreys.config import load_yaml
 from jeffreys.errors import InputError
 from jeffreys.models import load_bundle
 from jeffreys.schedules import ScheduleConfig, learning_rate, margin
-from jeffreys.train import TrainingError, load_train_config, parse_overrides, train
+from jeffreys.config import parse_overrides
+from jeffreys.train import TrainingError, load_train_config, train
 
 from train_helpers import make_datadir, tiny_overrides
 

@@ -4,7 +4,7 @@ formats, and every error naming file:line."""
 import numpy as np
 import pytest
 
-from jeffreys.data.trials import Models, read_models, read_trials, write_trials
+from jeffreys.data.trials import Models, read_models, read_scores, read_trials, write_trials
 from jeffreys.errors import InputError
 
 
@@ -96,7 +96,7 @@ def test_read_trials_file_errors(tmp_path):
     with pytest.raises(InputError, match="is a directory, expected a trials file"):
         read_trials(tmp_path)
     (tmp_path / "bin").write_bytes(b"a b target\n\xff\xfe c nontarget\n")
-    with pytest.raises(InputError, match="bin: not UTF-8 text"):
+    with pytest.raises(InputError, match=r"bin:\d+: not UTF-8 text"):
         read_trials(tmp_path / "bin")
 
 
@@ -136,3 +136,13 @@ def test_models_of_bad_input(tmp_path):
         Models.of({})
     with pytest.raises(InputError, match="models must be a path or a mapping"):
         Models.of(3)
+
+
+@pytest.mark.parametrize("text,line,first", [
+    ("a b 0.1\nc d 0.2\na b 0.3\n", 3, 1),  # scored twice
+    ("a b 0.1 target\nc d 0.2 0\n\nc d 0.5 1\n", 4, 2),  # both labels, after a blank line
+])
+def test_a_pair_scored_twice_is_refused(tmp_path, text, line, first):
+    (tmp_path / "s").write_text(text)
+    with pytest.raises(InputError, match=rf"s:{line}: pair .* is scored again \(first on line {first}\)"):
+        read_scores(tmp_path / "s")

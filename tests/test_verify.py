@@ -129,3 +129,25 @@ def test_bad_inputs(bundle, files, tmp_path, capsys):
     assert rc == 2 and "none.pt" in err
     rc, _, err = run(capsys, bundle, *files, "--p-target", "1")
     assert rc == 2 and "p_target" in err
+
+
+def test_a_score_equal_to_the_threshold_is_same_speaker(bundle, files):
+    s = verify(bundle, *files, threshold=0.0)["score"]
+    assert verify(bundle, *files, threshold=s)["same_speaker"] is True  # score >= threshold, as in metrics
+    assert verify(bundle, *files, threshold=math.nextafter(s, math.inf))["same_speaker"] is False
+
+
+def test_silence_is_no_speech_with_its_own_exit_status(bundle, files, tmp_path, capsys):
+    quiet = tmp_path / "quiet.wav"
+    sf.write(quiet, np.full(16000, 1e-4, np.float32), SR, subtype="FLOAT")  # -80 dBFS: below the -60 dBFS floor
+    r = verify(bundle, files[0], quiet, threshold=0.0)
+    assert r["speech"] is False and r["same_speaker"] is None and r["no_speech"]["file"] == str(quiet)
+    assert r["no_speech"]["loudest_frame_dbfs"] == pytest.approx(-80.0, abs=0.01)
+    rc, out, err = run(capsys, bundle, files[0], quiet, "--threshold", 0)
+    assert rc == 3 and out == "" and err.startswith("jeffreys verify: no speech in ") and "\n" not in err
+    from jeffreys.verify import loudest_frame_dbfs
+
+    x = np.zeros(16000)
+    x[8000:8400] = 0.5  # one loud 25 ms frame: RMS 0.5, -6.02 dBFS
+    assert loudest_frame_dbfs(x, SR) == pytest.approx(20 * math.log10(0.5), abs=1e-9)
+    assert loudest_frame_dbfs(np.zeros(10), SR) == -math.inf

@@ -8,7 +8,16 @@
   converted with soxr (high quality, linear phase).
 
 Samples are float32 in [-1, 1] (int16 PCM divided by 32768). A missing, empty, corrupt or
-undecodable file is an :class:`~jeffreys.errors.InputError` naming the file.
+undecodable file, a directory, a FIFO or device is an :class:`~jeffreys.errors.InputError`
+naming the file.
+
+FFmpeg opens local files only, through the ``file`` protocol (a path is made absolute, so a
+name like ``concat:a|b`` or ``http://...`` is a file name, never a protocol), and only with
+the demuxers of :data:`FFMPEG_FORMATS`: single-file audio and video containers. Playlists
+(HLS ``.m3u8``), concat lists, DASH manifests, image sequences, devices and network
+inputs, which open further files or URLs, are refused before they open anything. MP3
+(``ID3`` or an MPEG frame sync at the start) goes to FFmpeg, not libsndfile, whose mpg123
+decoder prints its warnings on stderr.
 
 Kaldi ``wav.scp`` entries may be pipelines (``sox x.sph -t wav - |``). They are only run when
 the caller passes ``allow_pipes=True``, and even then *without a shell*: the entry is split
@@ -21,6 +30,7 @@ command must write a WAV (or any soundfile/FFmpeg format) to stdout.
 from __future__ import annotations
 
 import io
+import os
 import shlex
 import subprocess
 import tempfile
@@ -30,12 +40,20 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from .data.datadir import PIPES_OPT_IN
 from .errors import InputError
+from .fileio import input_file
 
 # Extensions that go straight to PyAV: libsndfile cannot read them.
 _FFMPEG_EXTS = {".m4a", ".aac", ".mp4", ".opus", ".webm", ".mkv", ".wma", ".amr"}
 _SHELL_TOKENS = {";", "&", "&&", "||", "<", ">", ">>", "(", ")", "<<", ">&", "&>", ";;"}
 PIPE_TIMEOUT_S = 600
+# FFmpeg demuxers that read one self-contained file (none opens another file or a URL).
+FFMPEG_FORMATS = (
+    "wav", "w64", "flac", "ogg", "mp3", "aac", "loas", "mov", "matroska", "asf", "amr", "amrnb", "amrwb",
+    "aiff", "caf", "au", "nistsphere", "wv", "avi", "flv", "mpegts", "ac3", "eac3", "dts", "tta", "voc",
+)
+_AV_OPTIONS = {"protocol_whitelist": "file", "format_whitelist": ",".join(FFMPEG_FORMATS)}
 
 
 def is_pipe(entry: str) -> bool:
@@ -64,16 +82,12 @@ def load_audio(
         end = None
     if is_pipe(entry):
         if not allow_pipes:
-            raise InputError(f"{entry!r}: is a command pipeline; refusing to run it without allow_pipes=True")
-        wave, sr = _decode_bytes(_run_pipeline(entry), entry)
+            raise InputError(f"{entry!r}: is a command pipeline; refusing to run it ({PIPES_OPT_IN})")
+        wave, sr = _decode_bytes(run_pipeline(entry), entry)
         wave = _cut(wave, sr, start, end, entry)
     else:
-        path = Path(entry)
-        if not path.is_file():
-            raise InputError(f"{entry}: no such audio file")
-        if path.stat().st_size == 0:
-            raise InputError(f"{entry}: empty audio file")
-        if path.suffix.lower() in _FFMPEG_EXTS:
+        path = _audio_file(entry)
+        if _needs_ffmpeg(path):
             wave, sr = _decode_av(entry, entry)
             wave = _cut(wave, sr, start, end, entry)
         else:
@@ -89,6 +103,52 @@ def load_audio(
     if sr != sample_rate:
         wave = soxr.resample(wave, sr, sample_rate, quality="HQ")
     return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def _audio_file(entry: str) -> Path:
+    """The path of an audio file entry: an existing, non-empty regular file."""
+    path = input_file(entry, "audio")
+    if path.stat().st_size == 0:
+        raise InputError(f"{entry}: empty audio file")
+    return path
+
+
+def _needs_ffmpeg(path: Path) -> bool:
+    """Formats libsndfile cannot read (by extension), and MP3 by its first bytes: libsndfile's
+    mpg123 decoder writes warnings on stderr for damaged or random data."""
+    if path.suffix.lower() in _FFMPEG_EXTS:
+        return True
+    try:
+        with open(path, "rb") as f:
+            return _looks_mp3(f.read(3))
+    except OSError as e:
+        raise InputError(f"{path}: cannot read audio: {e.strerror}") from None
+
+
+def _looks_mp3(head: bytes) -> bool:
+    return head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0)
+
+
+def open_container(source, name: str):
+    """``av.open`` of a local file (a path or a binary file object) under the rules of the
+    module docstring; an InputError naming ``name`` when FFmpeg refuses or cannot read it."""
+    import av
+
+    if isinstance(source, (str, Path)):
+        source = os.path.abspath(source)  # "concat:x" or "http://x" become file names
+    try:
+        return av.open(source, "r", container_options=dict(_AV_OPTIONS))
+    except av.error.ArgumentError:
+        raise InputError(
+            f"{name}: not an audio file FFmpeg may open here (only single local files are read; "
+            "playlists, concat lists, URLs and devices are refused)"
+        ) from None
+    except (av.error.FFmpegError, ValueError, OSError) as e:
+        raise InputError(f"{name}: cannot decode audio ({_av_reason(e)})") from None
+
+
+def _av_reason(e: Exception) -> str:
+    return getattr(e, "strerror", None) or (str(e).splitlines()[0] if str(e) else type(e).__name__)
 
 
 def _mono(data: np.ndarray) -> np.ndarray:
@@ -113,6 +173,8 @@ def _read_soundfile(path: str, start: float, end: float | None) -> tuple[np.ndar
 def _decode_bytes(data: bytes, name: str) -> tuple[np.ndarray, int]:
     if not data:
         raise InputError(f"{name}: the pipeline wrote no audio")
+    if _looks_mp3(data[:3]):
+        return _decode_av(io.BytesIO(data), name)
     try:
         wave, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
         return _mono(wave), sr
@@ -124,8 +186,9 @@ def _decode_av(source, name: str) -> tuple[np.ndarray, int]:
     import av
 
     chunks: list[np.ndarray] = []
+    container = open_container(source, name)
     try:
-        with av.open(source) as container:
+        with container:
             if not container.streams.audio:
                 raise InputError(f"{name}: no audio stream")
             stream = container.streams.audio[0]
@@ -141,9 +204,11 @@ def _decode_av(source, name: str) -> tuple[np.ndarray, int]:
     except InputError:
         raise
     except (av.error.FFmpegError, ValueError, OSError) as e:
-        raise InputError(f"{name}: cannot decode audio ({e})") from None
+        raise InputError(f"{name}: cannot decode audio ({_av_reason(e)})") from None
     if not chunks:
         raise InputError(f"{name}: no audio samples")
+    if not sr or sr <= 0:
+        raise InputError(f"{name}: the audio stream has no sample rate")
     data = np.concatenate(chunks, axis=1)  # [channels, samples]
     return data.mean(axis=0, dtype=np.float32), int(sr)
 
@@ -194,7 +259,9 @@ def split_pipeline(entry: str) -> list[list[str]]:
     return commands
 
 
-def _run_pipeline(entry: str) -> bytes:
+def run_pipeline(entry: str) -> bytes:
+    """Standard output of the ``a x | b y |`` pipeline ``entry``, run without a shell
+    (:func:`split_pipeline`); a failing command is an InputError with its last stderr line."""
     commands = split_pipeline(entry)
     procs: list[subprocess.Popen] = []
     # stderr goes to files, not pipes: a chatty command cannot block on a full pipe.
@@ -236,12 +303,8 @@ def audio_duration(path: str | Path) -> float:
     A file without samples, or one neither soundfile nor FFmpeg can open, is an InputError.
     """
     path = str(path)
-    if not Path(path).is_file():
-        raise InputError(f"{path}: no such audio file")
-    if Path(path).stat().st_size == 0:
-        raise InputError(f"{path}: empty audio file")
     seconds = None
-    if Path(path).suffix.lower() not in _FFMPEG_EXTS:
+    if not _needs_ffmpeg(_audio_file(path)):
         try:
             info = sf.info(path)
             seconds = info.frames / info.samplerate
@@ -258,7 +321,7 @@ def _av_duration(path: str) -> float:
     import av
 
     try:
-        with av.open(path) as c:
+        with open_container(path, path) as c:
             if not c.streams.audio:
                 raise InputError(f"{path}: no audio stream")
             s = c.streams.audio[0]
@@ -269,7 +332,7 @@ def _av_duration(path: str) -> float:
     except InputError:
         raise
     except (av.error.FFmpegError, ValueError, OSError) as e:
-        raise InputError(f"{path}: cannot read audio header ({e})") from None
+        raise InputError(f"{path}: cannot read audio header ({_av_reason(e)})") from None
     # No duration in the header (raw streams): decode.
     return load_audio(path, sample_rate=16000).shape[0] / 16000
 
@@ -290,4 +353,5 @@ def load_utterance(datadir, utt: str, sample_rate: int = 16000) -> np.ndarray:
         raise InputError(f"utterance {utt!r} of {datadir.path}: {e}") from None
 
 
-__all__ = ["load_audio", "load_utterance", "audio_duration", "is_pipe", "split_pipeline"]
+__all__ = ["FFMPEG_FORMATS", "audio_duration", "is_pipe", "load_audio", "load_utterance", "open_container",
+           "run_pipeline", "split_pipeline"]

@@ -3,12 +3,20 @@
 Each sub-command lives in the module of its stage, as ``cli_<name>(argv) -> int``; the
 module is imported only when the command runs, so ``jeffreys --help`` stays fast and a
 stage can be replaced without touching the others.
+
+Exit statuses: 0 success (``verify``: same speaker), 1 ``verify``: different speakers,
+2 an error (one line on stderr: ``jeffreys CMD: error: MESSAGE``), 3 ``verify``: no speech
+in a file, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). SIGTERM is turned into an
+exception in this process, so temporary outputs are removed as after any failure.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import signal
 import sys
+import threading
 
 from . import __version__
 from .errors import JeffreysError
@@ -56,6 +64,22 @@ def _one_line(error: Exception) -> str:
     return last[len(prefix):] if last.startswith(prefix) else " ".join(x.strip() for x in lines)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that ``with`` blocks clean up (a BaseException:
+    ``except Exception`` does not swallow it)."""
+
+
+def _terminate_handler(pid: int):
+    def handler(signum, frame):
+        if os.getpid() != pid:  # a forked worker inherited the handler: die as by default
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+
+    return handler
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -69,14 +93,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jeffreys: error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate_handler(os.getpid()))
     try:
         return int(getattr(module, f"cli_{name}")(rest) or 0)
     except JeffreysError as e:
         print(f"jeffreys {name}: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    except OSError as e:  # the environment (permissions, a full disk) rather than a bug: one line
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"jeffreys {name}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"jeffreys {name}: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"jeffreys {name}: terminated", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,18 @@ of ``int``, ``float``, ``bool``, ``str``, ``Literal[...]``, ``X | None``, ``list
 ``from_config`` class method, e.g. :class:`jeffreys.registry.HeadSpec`). :func:`from_dict` builds one
 from plain data (as read from YAML), rejecting unknown keys and wrong types with the dotted
 key path and the file name; :func:`to_dict` gives back plain data for saving the config an
-experiment ran with.
+experiment ran with. Floats must be finite: no config key takes ``.nan`` or ``.inf``.
+
+Command-line overrides (``--set optim.lr=0.1``) are read by :func:`parse_overrides` and
+applied to the YAML data by :func:`apply_overrides`, the one implementation every command
+uses.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import re
 import types
 from pathlib import Path
@@ -21,6 +26,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 from .errors import InputError
+from .fileio import read_text, write_text_atomic
 
 T = TypeVar("T")
 
@@ -86,11 +92,13 @@ def _convert(value: Any, tp: Any, key: str, source: str) -> Any:
         # YAML reads "2e-4" as a string (YAML 1.1); accept numeric strings for floats.
         if isinstance(value, str):
             try:
-                return float(value)
+                value = float(value)
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _fail(source, key, f"must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise _fail(source, key, f"must be a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -148,29 +156,38 @@ def to_dict(obj: Any) -> Any:
 
 
 def load_yaml(path: str | Path) -> Any:
+    """Plain data of a YAML file (``yaml.safe_load``: no tags that build Python objects).
+    Every failure is one InputError naming the file (and line when YAML gives one)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read config: {e.strerror}") from None
+    text = read_text(path, "config")[1]
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise InputError(f"{path}:{line} invalid YAML: {getattr(e, 'problem', e)}") from None
+        line = f" line {mark.line + 1}:" if mark is not None else ""
+        raise InputError(f"{path}:{line} invalid YAML: {getattr(e, 'problem', None) or e}".replace("\n", " ")) from None
+    except (ValueError, TypeError, OverflowError) as e:  # e.g. a date 2023-02-30
+        raise InputError(f"{path}: invalid YAML value: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    except RecursionError:
+        raise InputError(f"{path}: invalid YAML: nested too deeply") from None
+
+
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
-    """``["optim.lr=0.1", "model.widths=[8,16,32,64]"]`` → dotted keys with YAML values."""
+    """``["optim.lr=0.1", "model.widths=[8,16,32,64]"]`` → ``{dotted key: YAML value}``.
+
+    Each item is ``KEY=VALUE`` with a dotted key and a YAML value; anything else is an
+    InputError naming the item."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+        if not sep or not _DOTTED.fullmatch(key):
             raise InputError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. optim.lr=0.1")
         try:
             out[key] = yaml.safe_load(value)
-        except yaml.YAMLError:
+        except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError):
             raise InputError(f"--set {item!r}: value is not valid YAML") from None
     return out
 
@@ -208,7 +225,8 @@ def load_config(cls: type[T], path: str | Path, overrides: dict[str, Any] | None
 
 
 def save_config(obj: Any, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False))
+    """The config as YAML (atomically)."""
+    write_text_atomic(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 
 __all__ = ["apply_overrides", "from_dict", "to_dict", "load_yaml", "load_config", "parse_overrides", "save_config"]

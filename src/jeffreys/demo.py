@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import time
 from importlib import resources
@@ -31,6 +30,7 @@ from pathlib import Path
 import yaml
 
 from .errors import InputError
+from .fileio import write_text_atomic
 from .experiment import ExperimentConfig, load_experiment, run_experiment
 
 # Corpus sizes (jeffreys.corpora.synth.Sizes fields); the full demo uses the preparer's defaults.
@@ -68,7 +68,7 @@ def build_corpus(dst: Path, quick: bool, seed: int, log) -> Path:
     log(f"corpus: synthesising the embedded corpus into {dst} ...")
     t0 = time.monotonic()
     build_synth_corpus(dst, seed=seed, progress=True, **sizes)
-    stamp.write_text(json.dumps(want))
+    write_text_atomic(stamp, json.dumps(want))
     info = json.loads((dst / "info.json").read_text())
     parts = ", ".join(f"{k} {v['speakers']} spk/{v['utterances']} utts" for k, v in info["splits"].items())
     log(f"corpus: built in {time.monotonic() - t0:.0f} s: {parts}")
@@ -76,28 +76,24 @@ def build_corpus(dst: Path, quick: bool, seed: int, log) -> Path:
 
 
 def save_demo_model(results: dict, out: Path, system: str, in_domain: str) -> Path:
-    """Copy ``system``'s model to ``OUT/model.pt`` with its centring mean and EER threshold."""
-    import numpy as np
-
-    from .models import update_bundle_meta
+    """``system``'s model as ``OUT/model.pt`` with its centring mean and EER threshold in its
+    meta, written in one atomic step."""
+    from .models.bundle import bundle_with_meta, save_torch
+    from .scoring import load_mean
 
     sres = results["systems"][system]
     seed = sres["seeds"][0]
     run = sres["runs"][str(seed)]
-    dst = out / "model.pt"
-    tmp = out / ".model.pt.tmp"
-    shutil.copyfile(run["model"], tmp)
-    os.replace(tmp, dst)
-    mean = np.load(out / "systems" / system / f"seed-{seed}" / "mean.npy")
+    mean = load_mean(out / "systems" / system / f"seed-{seed}" / "mean.npy")
     ev = run["eval"][in_domain]
-    update_bundle_meta(
-        dst,
+    data = bundle_with_meta(
+        run["model"],
         mean=[float(v) for v in mean],
         threshold=float(ev["eer_threshold"]),
         threshold_source=f"EER point of the demo's {in_domain} split (centred cosine), EER {ev['eer']:.4f}",
         system=system,
     )
-    return dst
+    return save_torch(data, out / "model.pt")
 
 
 def cli_demo(argv: list[str]) -> int:

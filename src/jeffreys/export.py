@@ -28,8 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -37,6 +35,7 @@ import numpy as np
 import torch
 
 from .errors import InputError, JeffreysError
+from .fileio import AtomicFiles
 
 INPUTS = ("waveform", "features")
 TOLERANCE = 1e-4  # max ||onnx - torch|| / ||torch|| per embedding, float32 both sides
@@ -104,10 +103,8 @@ def export_onnx(model, out: str | Path, *, input: str = "waveform", opset: int |
     # explicit Dims with those minima fail export and fall back to a slow retrace.
     example = example_input(model, input, 2, 2.0)
     dynamic = {name: {0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO}}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".onnx", dir=out.parent)
-    os.close(fd)
-    try:
+    with AtomicFiles() as files:  # appears only when exported, checked and complete
+        tmp = str(files.temp(out))
         with warnings.catch_warnings(), _quiet("torch.onnx", "torch.export", "onnxscript"):
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -134,9 +131,6 @@ def export_onnx(model, out: str | Path, *, input: str = "waveform", opset: int |
             summary["max_rel_diff"] = err
             if not err <= TOLERANCE:
                 raise JeffreysError(f"{out}: onnxruntime differs from PyTorch by {err:.3g} (relative), more than {TOLERANCE:g}; not written")
-        os.replace(tmp, out)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return summary
 
 

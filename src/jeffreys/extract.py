@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import InputError
+from .devices import resolve_device
+from .errors import InputError, finite
 
 DEFAULT_BATCH_SECONDS = 100.0
 DEFAULT_MAX_CHUNK_SECONDS = 60.0
@@ -74,16 +75,6 @@ def resolve_model(model_or_path):
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "fbank"):
         raise TypeError(f"expected a model bundle path, a Bundle or a SpeakerModel, got {type(model_or_path).__name__}")
     return model.eval(), None
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise InputError(f"bad device {device!r} ({e})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r}: CUDA is not available on this machine")
-    return dev
 
 
 def prepare_model(model, device: torch.device, channels_last: bool = True):
@@ -141,9 +132,9 @@ class PieceBatcher:
         fb = model.fbank
         self.sr = int(fb.sample_rate)
         self.frame_length, self.frame_shift = int(fb.frame_length), int(fb.frame_shift)
-        if not batch_seconds > 0:
+        if not finite(batch_seconds, "batch_seconds") > 0:
             raise InputError(f"batch_seconds must be positive, got {batch_seconds}")
-        if not max_chunk_seconds * self.sr >= 2 * self.frame_length:
+        if not finite(max_chunk_seconds, "max_chunk_seconds") * self.sr >= 2 * self.frame_length:
             raise InputError(f"max_chunk_seconds must be at least {2 * self.frame_length / self.sr} s, got {max_chunk_seconds}")
         if not 0 <= crop_fraction < 1:
             raise InputError(f"crop_fraction must be in [0, 1), got {crop_fraction}")
@@ -318,11 +309,19 @@ def extract(
     from .audio import load_utterance
     from .data.datadir import DataDir, read_datadir
 
+    from .embeddings import output_paths
+    from .fileio import check_output
+
     if fmt not in FORMATS:
         raise InputError(f"unknown embedding format {fmt!r} (known: {', '.join(FORMATS)})")
+    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        raise InputError(f"num_workers must be an integer >= 0, got {num_workers!r}")
     model, bundle_path = resolve_model(model)
     if store_mean and bundle_path is None:
         raise InputError("store_mean needs the model as a bundle path, to rewrite its meta")
+    # outputs that cannot be written fail now, not after the whole data dir is embedded
+    for p in [*(output_paths(out, fmt) if out is not None else []), *([mean_out] if mean_out is not None else [])]:
+        check_output(p)
     dd = datadir if isinstance(datadir, DataDir) else read_datadir(datadir, allow_pipes=allow_pipes)
     dev = resolve_device(device)
     model = prepare_model(model, dev, channels_last)
@@ -353,22 +352,30 @@ def extract(
             batcher.add(index[utt], wave)
             bar.update(1)
         matrix = batcher.finish()
-    if out is not None:
-        from .embeddings import write_embeddings
-
-        write_embeddings(out, ids, matrix, fmt)
-    if mean_out is not None or store_mean:
-        from .scoring import compute_mean, save_mean
-
-        mean = compute_mean(matrix)
-        if mean_out is not None:
-            Path(mean_out).parent.mkdir(parents=True, exist_ok=True)
-            save_mean(mean_out, mean)
-        if store_mean:
-            from .models import update_bundle_meta
-
-            update_bundle_meta(bundle_path, mean=[float(v) for v in mean])
+    write_outputs(ids, matrix, out, fmt=fmt, mean_out=mean_out, bundle=bundle_path if store_mean else None)
     return ids, matrix
+
+
+def write_outputs(ids: Sequence[str], matrix: np.ndarray, out: str | Path | None, *, fmt: str = "kaldi",
+                  mean_out: str | Path | None = None, bundle: str | Path | None = None) -> None:
+    """Everything an extraction writes, in one :class:`jeffreys.fileio.AtomicFiles`: the
+    embeddings (``out``), their mean (``mean_out``, .npy) and the bundle whose meta gets
+    the mean (``bundle``). All appear, or none does and nothing is changed."""
+    from .embeddings import write_embeddings
+    from .fileio import AtomicFiles
+    from .scoring import compute_mean, save_mean
+
+    mean = compute_mean(matrix) if mean_out is not None or bundle is not None else None
+    with AtomicFiles() as files:
+        if out is not None:
+            write_embeddings(out, ids, matrix, fmt, files=files)
+        if mean_out is not None:
+            save_mean(mean_out, mean, files=files)
+        if bundle is not None:
+            from .models.bundle import bundle_with_meta
+
+            data = bundle_with_meta(bundle, mean=[float(v) for v in mean])
+            torch.save(data, files.open(bundle, "wb"))
 
 
 # --------------------------------------------------------------------------- CLI
@@ -438,6 +445,7 @@ def cli_extract(argv: list[str]) -> int:
 __all__ = [
     "extract",
     "embed_waves",
+    "write_outputs",
     "PieceBatcher",
     "chunk_bounds",
     "grid_frames",

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, finite, nonnegative_int
 
 _LN2 = math.log(2.0)
 
@@ -78,6 +78,11 @@ def _split(scores, labels) -> tuple[np.ndarray, np.ndarray]:
     tar.sort()
     non.sort()
     return tar, non
+
+
+def _costs(c_miss, c_fa) -> None:
+    if not (finite(c_miss, "c_miss") > 0 and finite(c_fa, "c_fa") > 0):
+        raise InputError(f"costs must be positive (got c_miss={c_miss}, c_fa={c_fa})")
 
 
 def _priors(p_targets) -> tuple[float, ...]:
@@ -296,8 +301,7 @@ def evaluate(scores, labels, p_targets=(0.01,), c_miss: float = 1.0, c_fa: float
     "n_nontarget", "p_targets", "c_miss", "c_fa"}``, all fractions / bits as floats.
     """
     ps = _priors(p_targets)
-    if c_miss <= 0 or c_fa <= 0:
-        raise InputError(f"costs must be positive (got c_miss={c_miss}, c_fa={c_fa})")
+    _costs(c_miss, c_fa)
     tar, non = _split(scores, labels)
     out = _evaluate_sorted(tar, non, ps, c_miss, c_fa)
     out.update(n_target=len(tar), n_nontarget=len(non), p_targets=list(ps), c_miss=c_miss, c_fa=c_fa)
@@ -418,7 +422,9 @@ def bootstrap_ci(
         raise InputError(f"ci must lie strictly between 0 and 1 (got {ci})")
     if n_boot < 1:
         raise InputError(f"n_boot must be positive (got {n_boot})")
+    nonnegative_int(seed, "seed")
     ps = _priors(p_targets)
+    _costs(c_miss, c_fa)
     bad = [m for m in metrics if m not in ALL_METRICS]
     if bad:
         raise InputError(f"unknown metric {bad[0]!r} (known: {', '.join(ALL_METRICS)})")
@@ -531,8 +537,14 @@ def load_scored_trials(scores_path: str, trials_path: str | None):
             raise InputError(
                 f"{scores_path}: no labels: give --trials, or a 4th column target|nontarget (or 1|0)"
             )
-        return sc, sc.label
-    return sc, label_scores(sc, trials_path, scores_path)
+        labels, source = sc.label, str(scores_path)
+    else:
+        labels, source = label_scores(sc, trials_path, scores_path), f"{scores_path} (labels from {trials_path})"
+    n_tar = int(np.count_nonzero(labels))
+    if n_tar == 0 or n_tar == len(labels):
+        missing = "target" if n_tar == 0 else "non-target"
+        raise InputError(f"{source}: no {missing} trials among its {len(labels)} scored trials; the metrics need both")
+    return sc, labels
 
 
 def cli_metrics(argv: list[str]) -> int:

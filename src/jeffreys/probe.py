@@ -186,9 +186,13 @@ def probe(head, ids: Sequence[str], embeddings: np.ndarray, rule: TopRule = DEFA
     )
 
 
-def write_probe_table(result: ProbeResult, speakers: Sequence[str], path: str | Path) -> None:
-    """TSV: utt, number of top speakers, entropy (nats), top-1 training speaker, its probability."""
-    with open(path, "w", encoding="utf-8") as f:
+def write_probe_table(result: ProbeResult, speakers: Sequence[str], path: str | Path, *, files=None) -> None:
+    """TSV: utt, number of top speakers, entropy (nats), top-1 training speaker, its probability
+    (written atomically; ``files``: a :class:`jeffreys.fileio.AtomicFiles` of the caller's)."""
+    from .fileio import AtomicFiles
+
+    with AtomicFiles() as own:
+        f = (files or own).open(path)
         f.write("utt\tn_top\tentropy_nats\ttop1_speaker\tp_top1\n")
         for u, n, h, k, p in zip(result.ids, result.n_top, result.entropy, result.top1, result.p_top1):
             f.write(f"{u}\t{n}\t{h:.6f}\t{speakers[k]}\t{p:.6f}\n")
@@ -237,13 +241,9 @@ def _pyplot():
 
 
 def _save(fig, path: Path) -> list[Path]:
-    """Write ``path`` as PNG (a .pdf/.svg suffix is kept: vector output)."""
-    path = Path(path)
-    if path.suffix.lower() not in (".png", ".pdf", ".svg"):
-        path = path.with_name(path.name + ".png")
-    fig.savefig(path, bbox_inches="tight", dpi=110)
-    _pyplot().close(fig)
-    return [path]
+    from .report import save_figure
+
+    return [save_figure(fig, path, dpi=110)]
 
 
 def plot_eer_vs_top(points: Sequence[Mapping], path: str | Path) -> list[Path]:
@@ -328,11 +328,11 @@ def plot_nontarget_scores(per_system: Mapping[str, tuple[np.ndarray, np.ndarray]
 # --------------------------------------------------------------------------- CLI
 
 
-def _load_set(path: Path):
+def _load_set(path: Path, allow_pipes: bool = False):
     """(ids, matrix) of an embeddings file written by ``jeffreys extract``."""
     from . import embeddings
 
-    return embeddings.read_embeddings(path)
+    return embeddings.read_embeddings(path, allow_pipes=allow_pipes)
 
 
 def cli_probe(argv: list[str]) -> int:
@@ -354,6 +354,8 @@ def cli_probe(argv: list[str]) -> int:
     parser.add_argument("--rule", default=str(DEFAULT_RULE), help="top-speaker rule KIND:VALUE (default %(default)s)")
     parser.add_argument("--out", type=Path, help="write NAME.tsv per set and summary.json here")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    parser.add_argument("--allow-pipes", action="store_true",
+                        help="run `cmd |` entries of embedding scp files (without a shell); refused by default")
     args = parser.parse_args(argv)
     rule = TopRule.parse(args.rule)
 
@@ -362,18 +364,22 @@ def cli_probe(argv: list[str]) -> int:
     bundle = load_bundle(args.model)
     if bundle.head is None:
         raise InputError(f"{args.model}: the model has no classification head to probe")
-    summary = {}
-    if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise InputError(f"{args.out}: exists and is not a directory")
+    summary, tables = {}, []
     for path in args.embeddings:
-        ids, mat = _load_set(path)
+        ids, mat = _load_set(path, args.allow_pipes)
         name = path.stem if path.stem not in summary else str(path)
         res = probe(bundle.head, ids, mat, rule)
         summary[name] = res.summary()
-        if args.out:
-            write_probe_table(res, bundle.speakers, args.out / f"{path.stem}.tsv")
+        tables.append((res, path.stem))
     if args.out:
-        (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        from .fileio import AtomicFiles
+
+        with AtomicFiles() as files:  # every table and the summary, or nothing
+            for res, stem in tables:
+                write_probe_table(res, bundle.speakers, args.out / f"{stem}.tsv", files=files)
+            files.open(args.out / "summary.json").write(json.dumps(summary, indent=2))
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

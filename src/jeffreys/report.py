@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .fileio import atomic_write
 from .metrics import det_points, evaluate
 
 DET_TICKS = (0.00001, 0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9)
@@ -196,12 +197,25 @@ def _pyplot():
     return plt
 
 
-def _save(fig, out_path: str | Path) -> Path:
-    out = Path(out_path)
-    if out.suffix.lower() not in (".png", ".pdf", ".svg"):
-        raise InputError(f"{out}: figure file must end in .png, .pdf or .svg")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=150, bbox_inches="tight")
+FIGURE_FORMATS = (".png", ".pdf", ".svg")
+
+
+def figure_path(path: str | Path) -> Path:
+    """Where :func:`save_figure` writes ``path``: as given when it ends in .png, .pdf or .svg,
+    else with ``.png`` appended (names may hold dots: ``det_vox1.O`` -> ``det_vox1.O.png``)."""
+    p = Path(path)
+    return p if p.suffix.lower() in FIGURE_FORMATS else p.with_name(p.name + ".png")
+
+
+def save_figure(fig, path: str | Path, dpi: int = 150) -> Path:
+    """Write ``fig`` to :func:`figure_path` of ``path`` atomically, close it, return the path.
+    The one figure writer of the package (report and probe figures)."""
+    out = figure_path(path)
+    try:
+        with atomic_write(out, "wb") as f:
+            fig.savefig(f, format=out.suffix[1:].lower(), dpi=dpi, bbox_inches="tight")
+    finally:
+        _pyplot().close(fig)
     return out
 
 
@@ -227,8 +241,7 @@ def plot_gains(table: Mapping, baseline: str, out_path: str | Path, p_target: fl
     ax.set_title(title or f"Relative gains, minDCF at p_target={p_target:g}")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    _save(fig, out_path)
-    plt.close(fig)
+    save_figure(fig, out_path)
     return gains
 
 
@@ -270,8 +283,7 @@ def plot_comparisons(comparisons: Mapping, labels: Mapping[str, str], evalsets: 
     ax.set_title(title or f"Relative gains, {100 * level:g} % intervals", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, title=f"hatched: not distinguishable at {100 * level:g} %", title_fontsize=7)
-    _save(fig, out_path)
-    plt.close(fig)
+    save_figure(fig, out_path)
 
 
 def plot_det(systems: Mapping[str, tuple], out_path: str | Path, p_target: float = 0.01, title: str | None = None,
@@ -322,8 +334,7 @@ def plot_det(systems: Mapping[str, tuple], out_path: str | Path, p_target: float
     ax.set_title(title or f"DET (○ EER, △ minDCF at p_target={p_target:g})", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper right")
-    _save(fig, out_path)
-    plt.close(fig)
+    save_figure(fig, out_path)
     return results
 
 
@@ -338,7 +349,7 @@ def cli_det(argv: list[str]) -> int:
     ap.add_argument("scores", nargs="+", help="scores files ('enroll test score' lines)")
     ap.add_argument("--trials", help="trial list labelling every scores file (else each file's 4th column)")
     ap.add_argument("--labels", nargs="+", help="legend name of each scores file (default: file names)")
-    ap.add_argument("--out", required=True, help="figure to write: .png, .pdf or .svg")
+    ap.add_argument("--out", required=True, help="figure to write: .png, .pdf or .svg (other names get .png appended)")
     ap.add_argument("--pdf", action="store_true", help="also write a PDF next to --out")
     ap.add_argument("--p-target", type=float, default=0.01)
     ap.add_argument("--title")
@@ -356,7 +367,7 @@ def cli_det(argv: list[str]) -> int:
         systems[name] = (sc.score, labels)
     lim = tuple(args.range) if args.range else None
     results = plot_det(systems, args.out, args.p_target, args.title, lim)
-    outs = [args.out]
+    outs = [str(figure_path(args.out))]
     if args.pdf and not args.out.lower().endswith(".pdf"):
         pdf = str(Path(args.out).with_suffix(".pdf"))
         plot_det(systems, pdf, args.p_target, args.title, lim)

@@ -43,6 +43,7 @@ import numpy as np
 from .data.trials import Models
 from .embeddings import EmbeddingTable
 from .errors import InputError
+from .fileio import AtomicFiles, atomic_write, check_output, read_npy, read_text, save_npy
 
 BATCH = 1 << 15  # trials per gathered batch: 2 x 32768 x 256 float32 = 64 MiB
 
@@ -56,18 +57,21 @@ def compute_mean(matrix) -> np.ndarray:
     return m.mean(axis=0, dtype=np.float64).astype(np.float32)
 
 
-def save_mean(path: str | Path, mean) -> None:
-    np.save(Path(path), np.asarray(mean, dtype=np.float32))
+def save_mean(path: str | Path, mean, *, files: AtomicFiles | None = None) -> None:
+    """The mean as a float32 ``.npy`` vector, atomically (``files``: in the caller's transaction)."""
+    m = np.asarray(mean, dtype=np.float32)
+    if files is None:
+        with atomic_write(path, "wb") as f:
+            save_npy(f, m)
+    else:
+        save_npy(files.open(path, "wb"), m)
 
 
 def load_mean(path: str | Path) -> np.ndarray:
+    """The float32 mean vector of a ``.npy`` file (no pickles); an InputError naming the
+    file if it is not one finite 1-D vector."""
     p = Path(path)
-    try:
-        m = np.load(p, allow_pickle=False)
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such mean file") from None
-    except ValueError as e:
-        raise InputError(f"{p}: not a .npy vector ({e})") from None
+    m = read_npy(p, "mean .npy")
     if m.ndim != 1 or m.dtype.kind not in "fiu" or not np.isfinite(m).all():
         raise InputError(f"{p}: the mean must be a finite 1-D vector (got shape {m.shape}, dtype {m.dtype})")
     return m.astype(np.float32)
@@ -300,39 +304,61 @@ class LinearCalibration:
     def apply(self, scores) -> np.ndarray:
         return self.a * np.asarray(scores, dtype=np.float64) + self.b
 
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps({"type": "linear", "a": self.a, "b": self.b, "prior": self.prior}) + "\n")
+    def save(self, path: str | Path, *, files: AtomicFiles | None = None) -> None:
+        """JSON ``{"type": "linear", "a", "b", "prior"}``, atomically (``files``: in the caller's transaction)."""
+        text = json.dumps({"type": "linear", "a": self.a, "b": self.b, "prior": self.prior}) + "\n"
+        if files is None:
+            with atomic_write(path) as f:
+                f.write(text)
+        else:
+            files.open(path).write(text)
 
     @classmethod
     def load(cls, path: str | Path) -> LinearCalibration:
+        """Read a calibration written by :meth:`save`: ``a`` and ``b`` finite numbers, ``prior``
+        in (0, 1); anything else (NaN included) is an InputError naming the file."""
         p = Path(path)
+
+        def no_constant(name: str):
+            raise ValueError(f"{name} is not a number JSON allows")
+
+        text = read_text(p, "calibration")[1]
         try:
-            d = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise InputError(f"{p}: no such calibration file") from None
-        except json.JSONDecodeError as e:
-            raise InputError(f"{p}: not JSON ({e})") from None
+            d = json.loads(text, parse_constant=no_constant)
+        except (ValueError, RecursionError) as e:
+            raise InputError(f"{p}: not a JSON calibration ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        want = '{"type": "linear", "a": A, "b": B, "prior": P}'
         if not isinstance(d, dict) or d.get("type") != "linear" or not all(
-            isinstance(d.get(k), (int, float)) for k in ("a", "b", "prior")
+            isinstance(d.get(k), (int, float)) and not isinstance(d.get(k), bool) for k in ("a", "b", "prior")
         ):
-            raise InputError(f"{p}: expected {{\"type\": \"linear\", \"a\": ..., \"b\": ..., \"prior\": ...}}")
-        return cls(float(d["a"]), float(d["b"]), float(d["prior"]))
+            raise InputError(f"{p}: expected {want}")
+        a, b, prior = (float(d[k]) for k in ("a", "b", "prior"))
+        if not (math.isfinite(a) and math.isfinite(b) and 0 < prior < 1):
+            raise InputError(f"{p}: a and b must be finite numbers and prior in (0, 1), got a={a} b={b} prior={prior}")
+        return cls(a, b, prior)
 
 
 # ----------------------------------------------------------------------------- files
-def write_scores(path: str | Path, trials, scores) -> None:
-    """``enroll test score`` lines in trial order (scores with 10 significant digits)."""
+def write_scores(path: str | Path, trials, scores, *, files: AtomicFiles | None = None) -> None:
+    """``enroll test score`` lines in trial order (scores with 10 significant digits), written
+    atomically (``files``: in the caller's transaction)."""
     e_ids, t_ids = trial_pairs(trials)
     s = np.asarray(scores, dtype=np.float64)
     if len(s) != len(e_ids):
         raise InputError(f"{len(s)} scores for {len(e_ids)} trials")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        f.writelines(f"{e} {t} {v:.10g}\n" for e, t, v in zip(e_ids, t_ids, s.tolist()))
+    bad = np.flatnonzero(np.isnan(s))
+    if len(bad):
+        raise InputError(f"{path}: score of trial {e_ids[bad[0]]} {t_ids[bad[0]]} is NaN")
+    lines = (f"{e} {t} {v:.10g}\n" for e, t, v in zip(e_ids, t_ids, s.tolist()))
+    if files is None:
+        with atomic_write(path) as f:
+            f.writelines(lines)
+    else:
+        files.open(path).writelines(lines)
 
 
-def _load_tables(paths: Sequence[str]) -> EmbeddingTable:
-    tables = [EmbeddingTable.of(p, where=p) for p in paths]
+def _load_tables(paths: Sequence[str], allow_pipes: bool = False) -> EmbeddingTable:
+    tables = [EmbeddingTable.of(p, where=p, allow_pipes=allow_pipes) for p in paths]
     return tables[0] if len(tables) == 1 else EmbeddingTable.merge(tables)
 
 
@@ -360,26 +386,34 @@ def cli_score(argv: list[str]) -> int:
     ap.add_argument("--dev-trials", help="trial list of DEV_SCORES (else its 4th column)")
     ap.add_argument("--prior", type=float, default=0.5, help="prior of the calibration objective (default 0.5)")
     ap.add_argument("--save-calibration", help="where to save the fitted calibration (JSON)")
+    ap.add_argument("--allow-pipes", action="store_true",
+                    help="run `cmd |` entries of embedding scp files (without a shell); refused by default")
     args = ap.parse_args(argv)
+    for out in (args.out, args.save_calibration):
+        if out:
+            check_output(out)
     if args.top_n is not None and not args.cohort:
         raise InputError("--top-n needs --cohort")
     if args.save_calibration and not args.train_calibration:
         raise InputError("--save-calibration needs --train-calibration")
 
     trials = read_trials(args.trials)
-    emb = _load_tables(args.embeddings)
+    emb = _load_tables(args.embeddings, args.allow_pipes)
     mean = load_mean(args.mean) if args.mean else None
     models = read_models(args.models) if args.models else None
     s = cosine_scores(emb, None, trials, mean=mean, models=models)
     if args.cohort:
-        s = asnorm(s, trials, emb, None, EmbeddingTable.of(args.cohort, args.cohort), top_n=args.top_n, mean=mean, models=models)
+        cohort = EmbeddingTable.of(args.cohort, args.cohort, allow_pipes=args.allow_pipes)
+        s = asnorm(s, trials, emb, None, cohort, top_n=args.top_n, mean=mean, models=models)
+    fitted = None
     if args.calibration:
         s = LinearCalibration.load(args.calibration).apply(s)
     elif args.train_calibration:
         dev, labels = load_scored_trials(args.train_calibration, args.dev_trials)
-        c = LinearCalibration.fit(dev.score, labels, prior=args.prior)
-        if args.save_calibration:
-            c.save(args.save_calibration)
-        s = c.apply(s)
-    write_scores(args.out, trials, s)
+        fitted = LinearCalibration.fit(dev.score, labels, prior=args.prior)
+        s = fitted.apply(s)
+    with AtomicFiles() as files:  # the calibration and the scores appear together or not at all
+        if fitted is not None and args.save_calibration:
+            fitted.save(args.save_calibration, files=files)
+        write_scores(args.out, trials, s, files=files)
     return 0

@@ -54,9 +54,11 @@ from torch import nn
 
 from .config import load_config, load_yaml, parse_overrides, save_config, to_dict
 from .data.augment import AugmentConfig
+from .devices import check_device_name, resolve_device
 from .errors import InputError, JeffreysError
+from .fileio import write_text_atomic
 from .models import SpeakerModel, save_bundle
-from .models.bundle import _atomic_save
+from .models.bundle import load_plain, save_torch
 from .registry import HeadSpec, LossSpec, ModelSpec
 from .schedules import ScheduleConfig, learning_rate, margin as margin_at
 
@@ -89,7 +91,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.offline_copies < 0:
             raise ValueError(f"data.offline_copies must not be negative, got {self.offline_copies}")
-        if self.chunk_seconds <= 0:
+        if not self.chunk_seconds > 0:
             raise ValueError(f"data.chunk_seconds must be positive, got {self.chunk_seconds}")
         if self.num_workers < 0:
             raise ValueError(f"data.num_workers must not be negative, got {self.num_workers}")
@@ -103,7 +105,7 @@ class OptimConfig:
     nesterov: bool = False
 
     def __post_init__(self) -> None:
-        if self.lr <= 0 or self.weight_decay < 0 or not 0 <= self.momentum < 1:
+        if not (self.lr > 0 and self.weight_decay >= 0 and 0 <= self.momentum < 1 and math.isfinite(self.lr + self.weight_decay)):
             raise ValueError(f"optim: need lr > 0, weight_decay >= 0, 0 <= momentum < 1, got {self}")
 
 
@@ -137,6 +139,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, got {self.seed}")
+        if self.device != "auto":
+            check_device_name(self.device, "key 'device':")
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> TrainConfig:
@@ -239,12 +245,13 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise InputError(f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    ckpt = load_plain(path, "training checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not a jeffreys training checkpoint")
+    for part in ("model", "head"):
+        weights = ckpt.get(part)
+        if isinstance(weights, dict) and any(isinstance(v, torch.Tensor) and not torch.isfinite(v).all() for v in weights.values()):
+            raise InputError(f"{path}: the {part} weights are not finite; resume from an earlier checkpoint")
     return ckpt
 
 
@@ -274,7 +281,7 @@ class Trainer:
         self.resume = resume
         kind = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.dist = _init_distributed(kind.split(":")[0])
-        self.device = torch.device(f"cuda:{self.dist.local_rank}" if kind == "cuda" else kind)
+        self.device = resolve_device(f"cuda:{self.dist.local_rank}" if kind == "cuda" else kind)
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
         self.amp = cfg.amp and self.device.type == "cuda"
@@ -367,16 +374,25 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt["optimizer"])
             if self.amp and ckpt.get("scaler"):
                 self.scaler.load_state_dict(ckpt["scaler"])
-        except (RuntimeError, ValueError, KeyError) as e:
-            raise InputError(f"{path}: checkpoint does not match the config ({str(e).splitlines()[0][:200]})") from None
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+            why = str(e).splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise InputError(f"{path}: checkpoint does not match the config ({why})") from None
         self.step = int(ckpt["step"])
         _set_rng_state(ckpt["rng"])
         self.resumed_from = path
 
     def _save_checkpoint(self, epoch: int, step_in_epoch: int) -> Path:
         path = self.exp_dir / "checkpoints" / f"step-{self.step:08d}.pt"
+        bad = next((n for n, p in self.net.named_parameters() if not torch.isfinite(p).all()), None)
+        if bad is not None:  # never write (nor call good) a checkpoint of broken weights
+            last = getattr(self, "last_checkpoint", None)
+            kept = f"last good checkpoint: {last}" if last else "no checkpoint was written"
+            raise TrainingError(
+                f"weights became non-finite ({bad}) by step {self.step}; training stopped, {kept} "
+                f"(lower optim.lr?)"
+            )
         if self.dist.main:
-            _atomic_save({
+            save_torch({
                 "format": CHECKPOINT_FORMAT,
                 "step": self.step, "epoch": epoch, "step_in_epoch": step_in_epoch,
                 "model": self.net.model.state_dict(), "head": self.net.head.state_dict(),
@@ -570,7 +586,7 @@ class Trainer:
                 "last": last, "extractor_parameters": n_params, "num_classes": self.dataset.num_classes,
                 "world_size": self.dist.world, "device": str(self.device), "bundle": str(bundle),
             }
-            (exp / "train_result.json").write_text(json.dumps(result, indent=2) + "\n")
+            write_text_atomic(exp / "train_result.json", json.dumps(result, indent=2) + "\n")
             self.log.info(f"done: {self.step} steps, model {bundle}")
         return bundle
 
@@ -613,5 +629,5 @@ def cli_train(argv: list[str]) -> int:
 
 __all__ = [
     "DataConfig", "OptimConfig", "ScheduleConfig",
-    "TrainConfig", "Trainer", "TrainingError", "cli_train", "load_train_config", "parse_overrides", "train",
+    "TrainConfig", "Trainer", "TrainingError", "cli_train", "load_train_config", "train",
 ]

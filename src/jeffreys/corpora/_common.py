@@ -13,9 +13,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..data.datadir import atomic_dir, read_datadir, read_table, write_datadir
+from ..data.datadir import read_datadir, read_table, write_datadir
 from ..data.trials import write_trials
 from ..errors import InputError
+from ..fileio import atomic_dir, atomic_write
 
 MAX_LISTED = 5  # absent files named in an error message
 PARALLEL_ABOVE = 2000  # files; below, a process pool costs more than it saves
@@ -43,7 +44,10 @@ def add_io_arguments(parser: argparse.ArgumentParser, *, trials: bool = True, du
 
 
 def _positive(value: str) -> int:
-    n = int(value)
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {value!r}") from None
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {n}")
     return n
@@ -75,30 +79,10 @@ def read_rows(path: Path, min_fields: int, max_fields: int | None = None, header
 
 
 def _duration(path: str) -> float:
-    try:  # the audio stage's reader (headers through soundfile, PyAV for m4a)
-        from ..audio import audio_duration
-    except ImportError:
-        audio_duration = _header_duration
+    # the audio stage's reader: headers through soundfile, FFmpeg (local files only) for m4a
+    from ..audio import audio_duration
+
     return audio_duration(path)
-
-
-def _header_duration(path: str) -> float:
-    import soundfile as sf
-
-    try:
-        info = sf.info(path)
-        return info.frames / info.samplerate
-    except (sf.LibsndfileError, RuntimeError):
-        pass
-    import av
-
-    try:
-        with av.open(path) as c:
-            if c.duration is None:
-                raise InputError(f"{path}: no duration in the container header")
-            return c.duration / av.time_base
-    except av.error.FFmpegError as e:
-        raise InputError(f"{path}: cannot read audio header ({e})") from None
 
 
 def durations(wav: Mapping[str, str], skip: bool, jobs: int = 1) -> dict[str, float] | None:
@@ -189,7 +173,8 @@ def write_dirs(corpus: str, dst: Path, dirs: Mapping[str, DirSpec], overwrite: b
             for tl in spec.trials:
                 write_trials(path / tl.name, tl.rows)
             for name, lines in spec.extra.items():
-                (path / name).write_text("".join(f"{x}\n" for x in lines), encoding="utf-8")
+                with atomic_write(path / name) as f:
+                    f.writelines(f"{x}\n" for x in lines)
             read_datadir(path, check_files=True)
     print(summary(corpus, dst, dirs))
 

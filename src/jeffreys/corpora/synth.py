@@ -38,9 +38,10 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from ..data.datadir import atomic_dir, read_datadir, write_datadir
+from ..data.datadir import read_datadir, write_datadir
 from ..data.trials import read_trials
-from ..errors import InputError
+from ..errors import InputError, nonnegative_int
+from ..fileio import atomic_dir
 from . import synth_channel as ch
 from .espeak import Espeak, espeak_version, packaged_data_dir, private_data_dir
 
@@ -92,8 +93,8 @@ class Sizes:
             raise bad("--eval-speakers and --eval-utts-per-speaker must be >= 2 (trials need targets and non-targets)")
         if not 0.5 <= self.min_dur <= self.max_dur <= 30.0:
             raise bad(f"durations must satisfy 0.5 <= min ({self.min_dur}) <= max ({self.max_dur}) <= 30 seconds")
-        if not self.nontargets_per_target > 0:
-            raise bad("--nontargets-per-target must be > 0")
+        if not 0 < self.nontargets_per_target < float("inf"):
+            raise bad(f"--nontargets-per-target must be a finite number > 0, got {self.nontargets_per_target}")
         if not self.train_languages or not self.other_languages:
             raise bad("--train-languages and --other-languages must not be empty")
         overlap = sorted(set(self.train_languages) & set(self.other_languages))
@@ -379,6 +380,9 @@ def build_synth_corpus(dst: str | Path, seed: int = 0, *, overwrite: bool = Fals
             sizes[key] = tuple(sizes[key])
     cfg = Sizes(**sizes)
     cfg.check()
+    nonnegative_int(seed, "synth corpus: --seed")
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise InputError(f"synth corpus: --jobs must be an integer >= 1, got {jobs!r}")
     dst = Path(dst).absolute()
     jobs = jobs or _default_jobs()
 
@@ -414,26 +418,62 @@ def build_synth_corpus(dst: str | Path, seed: int = 0, *, overwrite: bool = Fals
 
 
 def _render_all(jobs_list: list[_Job], jobs: int, progress: bool) -> dict[str, list[tuple[str, str, float]]]:
-    # One speaker per child process (maxtasksperchild=1), forked from this process, which
-    # never initialises espeak-ng: every speaker starts from the same fresh synthesiser
-    # state. fork rather than forkserver/spawn: those re-run the caller's __main__ script.
+    # One speaker per child process, forked from this process, which never initialises
+    # espeak-ng: every speaker starts from the same fresh synthesiser state. fork rather than
+    # forkserver/spawn: those re-run the caller's __main__ script. Every child is forked here,
+    # in this thread (not by a pool's helper thread, which may fork while an interruption is
+    # stopping the pool), so the finally below stops every child it started: after an error
+    # or SIGTERM nothing outlives the command.
+    from multiprocessing.connection import wait
+
     ctx = mp.get_context("fork")
     if any(job.channel == "reverberant" for job in jobs_list):
         import pyroomacoustics  # noqa: F401  (imported once here, not in every child)
-    results: dict[str, list[tuple[str, str, float]]] = {}
-    with ctx.Pool(processes=min(jobs, len(jobs_list)), maxtasksperchild=1) as pool:
-        done = pool.imap_unordered(_render_keyed, jobs_list, chunksize=1)
-        if progress:
-            from tqdm import tqdm
+    bar = None
+    if progress:
+        from tqdm import tqdm
 
-            done = tqdm(done, total=len(jobs_list), desc="synth speakers", unit="spk")
-        for spk_id, rows in done:
-            results[spk_id] = rows
+        bar = tqdm(total=len(jobs_list), desc="synth speakers", unit="spk")
+    results: dict[str, list[tuple[str, str, float]]] = {}
+    queue, running = list(jobs_list), {}
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                job = queue.pop(0)
+                recv, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_render_child, args=(job, send), daemon=True)
+                proc.start()
+                send.close()
+                running[recv] = (proc, job)
+            for conn in wait(list(running)):
+                proc, job = running.pop(conn)
+                try:
+                    ok, value = conn.recv()
+                except EOFError:
+                    ok, value = False, InputError(f"the process rendering speaker {job.speaker.id} died (exit code {proc.exitcode})")
+                finally:
+                    conn.close()
+                    proc.join()
+                if not ok:
+                    raise value
+                results[job.speaker.id] = value
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        for conn, (proc, _) in running.items():
+            proc.terminate()
+            proc.join()
+            conn.close()
+        if bar is not None:
+            bar.close()
     return results
 
 
-def _render_keyed(job: _Job) -> tuple[str, list[tuple[str, str, float]]]:
-    return job.speaker.id, render_speaker(job)
+def _render_child(job: _Job, conn) -> None:
+    try:
+        conn.send((True, render_speaker(job)))
+    except Exception as e:  # reported by the parent, as it is
+        conn.send((False, e))
 
 
 def _write_splits(tmp: Path, dst: Path, plan, results, cfg: Sizes, seed: int) -> dict:

@@ -30,8 +30,6 @@ reads ``speed_perturb``, ``speed_factors`` and ``speed_prob`` here.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +38,7 @@ from scipy.signal import fftconvolve
 
 from ..audio import audio_duration, load_audio
 from ..errors import InputError
+from ..fileio import atomic_write
 from .datadir import DataDir, read_datadir
 
 KINDS = ("reverb", "noise", "music", "babble")
@@ -177,18 +176,15 @@ def simulated_rir_bank(config: AugmentConfig, sample_rate: int) -> list[np.ndarr
     path = _cache_dir(config) / f"rirs-{key}.npz"
     if path.is_file():
         try:
-            with np.load(path) as z:
+            with np.load(path, allow_pickle=False) as z:  # a cache file is still never unpickled
                 return [z[f"r{i}"] for i in range(config.simulated_rirs)]
-        except (OSError, KeyError, ValueError):
+        except (OSError, KeyError, ValueError, EOFError):
             pass  # a damaged cache is regenerated
     rirs = simulate_rirs(config.simulated_rirs, sample_rate, config.rir_seed)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path, "wb") as f:
             np.savez(f, **{f"r{i}": r for i, r in enumerate(rirs)})
-        os.replace(tmp, path)
-    except OSError:
+    except (OSError, InputError):
         pass  # an unwritable cache only costs regeneration next time
     return rirs
 

@@ -13,14 +13,16 @@ commands: reading them is refused unless the caller opts in with ``allow_pipes=T
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
+from ..fileio import atomic_dir, atomic_write, read_text
+
+# A data dir's wav.scp pipes run only on request; how to ask depends on the caller.
+PIPES_OPT_IN = "opt in with --allow-pipes (in a training config: data.allow_pipes: true; in Python: allow_pipes=True)"
 
 
 @dataclass
@@ -67,21 +69,6 @@ def spk2utt_of(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
     for utt in sorted(utt2spk):
         out.setdefault(utt2spk[utt], []).append(utt)
     return dict(sorted(out.items()))
-
-
-def read_text(path: Path, what: str = "") -> tuple[bytes, str]:
-    """(bytes, UTF-8 text) of a data file; absent, a directory or not UTF-8 is a one-line
-    error naming the file (``what``: its kind, e.g. "trials", for the message)."""
-    kind = f"{what} file" if what else "file"
-    try:
-        data = path.read_bytes()
-        return data, data.decode("utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such {kind}") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, expected a {kind}") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def read_table(path: Path, min_fields: int = 2, max_fields: int | None = 2) -> list[tuple[int, list[str]]]:
@@ -136,11 +123,12 @@ def read_datadir(path: str | Path, *, check_files: bool = True, allow_pipes: boo
         if value.endswith("|"):
             if not allow_pipes:
                 raise InputError(
-                    f"{scp}:{n}: {key!r} is a shell pipeline ('... |'); refusing to run commands "
-                    "from a data file (pass allow_pipes=True / --allow-pipes to opt in)"
+                    f"{scp}:{n}: {key!r} is a command pipeline ('... |'); refusing to run commands "
+                    f"from a data file; {PIPES_OPT_IN}"
                 )
         elif check_files and not Path(value).is_file():
-            raise InputError(f"{scp}:{n}: audio file of {key!r} not found: {value}")
+            why = "is a directory, not an audio file" if Path(value).is_dir() else "not found"
+            raise InputError(f"{scp}:{n}: audio file of {key!r} {why}: {value}")
 
     u2s_path = path / "utt2spk"
     u2s_rows = _keyed(u2s_path, read_table(u2s_path), "utterance")
@@ -158,6 +146,8 @@ def read_datadir(path: str | Path, *, check_files: bool = True, allow_pipes: boo
                 t0, t1 = float(start), float(end)
             except ValueError:
                 raise InputError(f"{seg_path}:{n}: start/end must be numbers: {start!r} {end!r}") from None
+            if not (math.isfinite(t0) and math.isfinite(t1)):
+                raise InputError(f"{seg_path}:{n}: segment times of {utt!r} must be finite numbers, got {start} {end}")
             if not (0 <= t0 < t1 or (t1 == -1 and t0 >= 0)):
                 raise InputError(f"{seg_path}:{n}: bad segment times {start} {end} for {utt!r} (need 0 <= start < end)")
             segments[utt] = (rec, t0, t1)
@@ -224,7 +214,8 @@ def read_datadir(path: str | Path, *, check_files: bool = True, allow_pipes: boo
 
 
 def _write_lines(path: Path, rows: Iterable[str]) -> None:
-    path.write_text("".join(f"{r}\n" for r in rows), encoding="utf-8")
+    with atomic_write(path) as f:
+        f.writelines(f"{r}\n" for r in rows)
 
 
 def write_datadir(
@@ -261,31 +252,6 @@ def write_datadir(
     return path
 
 
-class atomic_dir:
-    """Context manager: build a directory in a temporary sibling, rename it into place.
-
-    On an exception the temporary directory is removed and ``dst`` is left untouched, so a
-    half-written destination is never left behind. An existing ``dst`` is refused unless
-    ``overwrite``.
-    """
-
-    def __init__(self, dst: str | Path, *, overwrite: bool = False):
-        self.dst = Path(dst)
-        self.overwrite = overwrite
-        self.tmp: Path | None = None
-
-    def __enter__(self) -> Path:
-        if self.dst.exists() and not self.overwrite:
-            raise InputError(f"{self.dst}: already exists (remove it or pass --overwrite)")
-        self.dst.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dst.name}.", dir=self.dst.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        assert self.tmp is not None
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        if self.dst.exists():
-            shutil.rmtree(self.dst)
-        os.replace(self.tmp, self.dst)
+__all__ = [
+    "DataDir", "PIPES_OPT_IN", "atomic_dir", "read_datadir", "read_table", "read_text", "spk2utt_of", "write_datadir",
+]

@@ -61,8 +61,10 @@ def repeat_pad(wave: np.ndarray, length: int) -> np.ndarray:
 
 
 def save_labels(path: str | Path, speakers: Sequence[str]) -> None:
-    """Write ``speaker label`` lines (label = line index)."""
-    Path(path).write_text("".join(f"{s} {i}\n" for i, s in enumerate(speakers)), encoding="utf-8")
+    """Write ``speaker label`` lines (label = line index), atomically."""
+    from ..fileio import write_text_atomic
+
+    write_text_atomic(path, "".join(f"{s} {i}\n" for i, s in enumerate(speakers)))
 
 
 def load_labels(path: str | Path) -> list[str]:

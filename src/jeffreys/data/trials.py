@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from .datadir import read_table, read_text
+from ..fileio import atomic_write, read_text
+from .datadir import read_table
 
 _KALDI = {"target": True, "nontarget": False}
 _VOX = {"1": True, "0": False}
@@ -93,8 +94,8 @@ def read_trials(path: str | Path) -> Trials:
 
 
 def write_trials(path: str | Path, trials: Iterable[tuple[str, str, bool]]) -> None:
-    """Write Kaldi-format trials in the given order."""
-    with open(path, "w", encoding="utf-8") as f:
+    """Write Kaldi-format trials in the given order (atomically)."""
+    with atomic_write(path) as f:
         for e, t, y in trials:
             f.write(f"{e} {t} {'target' if y else 'nontarget'}\n")
 
@@ -231,13 +232,37 @@ def _field_heads(data: bytes, ncols: int, n_tokens: int) -> np.ndarray | None:
     return np.concatenate(heads) if total == n_tokens else None
 
 
+def _refuse_repeated_pairs(sc: Scores, path: Path) -> Scores:
+    """A scores file scores each (enroll, test) pair once: a pair scored twice (maybe with
+    both labels) would count as two trials and change every metric. Pairs are compared by
+    their hash first (one int64 each, sorted: ~0.3 s per 10^6 lines), then, only where two
+    hashes are equal, exactly."""
+    h = np.fromiter(map(hash, zip(sc.enroll, sc.test)), dtype=np.int64, count=len(sc.enroll))
+    s = np.sort(h)
+    shared = s[1:][s[1:] == s[:-1]]
+    if len(shared) == 0:
+        return sc
+    seen: dict[tuple[str, str], int] = {}
+    for i in np.flatnonzero(np.isin(h, shared)).tolist():  # file order
+        key = (sc.enroll[i], sc.test[i])
+        if key not in seen:
+            seen[key] = i
+            continue
+        where = sc.lines if sc.lines is not None else np.arange(1, len(sc.score) + 1)
+        raise InputError(
+            f"{path}:{where[i]}: pair {key[0]} {key[1]} is scored again (first on line {where[seen[key]]}); "
+            "each trial must be scored once"
+        )
+    return sc  # equal hashes of different pairs
+
+
 def read_scores(path: str | Path) -> Scores:
     """Read ``enroll test score [target|nontarget|1|0]`` lines.
 
     Large files (10^7 lines) take a fast path: one ``str.split`` of the whole text, a
     vectorised check that every line has the same 3 or 4 fields, one float conversion of
     the score column. Anything irregular (blank lines, a bad field, NaN) is re-read line by line,
-    so that the error names the line.
+    so that the error names the line. A pair scored twice is an error naming both lines.
     """
     path = Path(path)
     data, text = read_text(path, "scores")
@@ -258,8 +283,8 @@ def read_scores(path: str | Path) -> Scores:
             label = np.isin(words, ("target", "1"))
             if not (label | np.isin(words, ("nontarget", "0"))).all():
                 break
-        return Scores(tokens[0::ncols], tokens[1::ncols], score, label)
-    return _scores_slow(path, text.splitlines())
+        return _refuse_repeated_pairs(Scores(tokens[0::ncols], tokens[1::ncols], score, label), path)
+    return _refuse_repeated_pairs(_scores_slow(path, text.splitlines()), path)
 
 
 def label_scores(scores: Scores, trials_path: str | Path, scores_path: str | Path = "scores") -> np.ndarray:

@@ -110,7 +110,7 @@ def separation_summary(cfg: ExperimentConfig, comparisons: dict, labels: dict[st
 
 def write_results(cfg: ExperimentConfig, out: Path, evals, runs, log, *, train_seconds: float, wall_seconds: float) -> dict:
     from .. import report as rep
-    from ..atomic import atomic_write
+    from ..fileio import atomic_write, write_text_atomic
 
     labels = {s.name: s.label or s.name for s in cfg.systems}
     per_system, comparisons = _aggregate(cfg, evals, runs, log)
@@ -146,9 +146,8 @@ def write_results(cfg: ExperimentConfig, out: Path, evals, runs, log, *, train_s
         cmp_md = "\n" + rep.comparisons_markdown(comparisons, labels, [ev.spec.name for ev in scored_sets], m.ci)
         cmp_md += separation_summary(cfg, comparisons, labels)
     results["table_markdown"], results["comparisons_markdown"] = md, cmp_md
-    with atomic_write(out / "table.md", "w") as f:
-        f.write(md + cmp_md)
-    with atomic_write(out / "table.csv", "w") as f:
+    write_text_atomic(out / "table.md", md + cmp_md)
+    with atomic_write(out / "table.csv", newline="") as f:
         f.write(rep.table_csv(cells, m.p_target))
     if len(cfg.systems) > 1:
         table = {labels[s]: {e: per_system[s][e] | {"min_dcf": {m.p_target: per_system[s][e]["min_dcf"]}} for e in per_system[s]}
@@ -158,8 +157,7 @@ def write_results(cfg: ExperimentConfig, out: Path, evals, runs, log, *, train_s
         _figures(cfg, out, scored_sets, runs, comparisons, labels, log)
     results["train_wall_seconds"], results["wall_seconds"] = train_seconds, wall_seconds
     results["config"] = to_dict(cfg)
-    with atomic_write(out / "results.json", "w") as f:
-        json.dump(jsonable(results), f, indent=2)
+    write_text_atomic(out / "results.json", json.dumps(jsonable(results), indent=2))
     log(f"results: {out / 'results.json'}, table: {out / 'table.md'}")
     return results
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,8 +104,6 @@ def _train_subset(tdata, cfg: ExperimentConfig, out: Path) -> Path:
     sub = subset_utts(tdata, cfg.probe.train_utts, cfg.seed)
     sub_dir = out / "train_subsets" / emb_name(tdata.path)
     if not sub_dir.exists() or read_datadir(sub_dir, check_files=False).utts != sub:
-        if sub_dir.exists():
-            shutil.rmtree(sub_dir)
         write_subset(tdata, sub, sub_dir)
     return sub_dir
 
@@ -128,7 +125,8 @@ def evaluate_run(run: Run, evals: list[EvalSet], cfg: ExperimentConfig, out: Pat
     from ..metrics import eer_threshold, evaluate
     from ..models import load_bundle
     from ..probe import nontarget_tail, probe, training_summary, write_probe_table
-    from ..scoring import write_scores
+    from ..fileio import write_text_atomic
+    from ..scoring import save_mean, write_scores
 
     rdir = run_dir(out, run.system.name, run.seed)
     name = f"{run.system.name}/seed-{run.seed}"
@@ -138,7 +136,7 @@ def evaluate_run(run: Run, evals: list[EvalSet], cfg: ExperimentConfig, out: Pat
     sub_dir = _train_subset(tdata, cfg, out)
     ids, temb = stage_embed(f"{name}/embed_train", bundle, model_key, sub_dir, rdir / "emb" / "train", stamps, cfg.extract, log)
     mean = temb.mean(axis=0)
-    np.save(rdir / "mean.npy", mean)
+    save_mean(rdir / "mean.npy", mean)
     spk_index = {s: i for i, s in enumerate(bundle.speakers)}
     labels = np.array([spk_index.get(tdata.utt2spk[u], -1) for u in ids])
     run.train_ids, run.train_emb = ids, temb
@@ -174,7 +172,7 @@ def evaluate_run(run: Run, evals: list[EvalSet], cfg: ExperimentConfig, out: Pat
             met = {"eer": r["eer"], "min_dcf": r["min_dcf"][cfg.metrics.p_target], "cllr": r["cllr"],
                    "min_cllr": r["min_cllr"], "n_target": int(r["n_target"]), "n_nontarget": int(r["n_nontarget"]),
                    "eer_threshold": eer_threshold(scores, tri.label)}
-            met_path.write_text(json.dumps(met, indent=2))
+            write_text_atomic(met_path, json.dumps(met, indent=2))
             stamps.mark(f"{name}/{ev.spec.name}/metrics", mkey)
         run.scored[ev.spec.name] = (tri, scores)
         if bundle.head is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..config import to_dict
+from ..fileio import atomic_dir, write_text_atomic
 
 
 def fingerprint(path: str | Path) -> list:
@@ -53,9 +53,7 @@ class Stamps:
             return False
 
     def mark(self, name: str, key: str) -> None:
-        tmp = self._file(name).with_suffix(".tmp")
-        tmp.write_text(json.dumps({"key": key, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}))
-        os.replace(tmp, self._file(name))
+        write_text_atomic(self._file(name), json.dumps({"key": key, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}))
 
 
 class Progress:
@@ -94,7 +92,7 @@ def subset_utts(datadir, n: int, seed: int) -> list[str]:
 
 
 def write_subset(datadir, utts: list[str], dst: Path) -> Path:
-    """The data dir of ``utts`` (a subset of ``datadir``) at ``dst``."""
+    """The data dir of ``utts`` (a subset of ``datadir``) at ``dst``, replaced as a whole."""
     from ..data.datadir import write_datadir
 
     keep = set(utts)
@@ -104,7 +102,9 @@ def write_subset(datadir, utts: list[str], dst: Path) -> Path:
     else:
         segs, wav = None, {u: datadir.wav[u] for u in utts}
     dur = {u: d for u, d in datadir.utt2dur.items() if u in keep} if datadir.utt2dur else None
-    return write_datadir(dst, wav, {u: datadir.utt2spk[u] for u in utts}, segments=segs, utt2dur=dur)
+    with atomic_dir(dst, overwrite=True) as tmp:
+        write_datadir(tmp, wav, {u: datadir.utt2spk[u] for u in utts}, segments=segs, utt2dur=dur)
+    return dst
 
 
 def emb_name(datadir: str | Path) -> str:

@@ -19,8 +19,7 @@ updated in place by :func:`update_bundle_meta` (an atomic rewrite).
 
 from __future__ import annotations
 
-import os
-import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError
+from ..fileio import atomic_write, input_file
 from ..registry import HeadSpec, ModelSpec
 from .resnet import SpeakerModel
 
@@ -61,18 +61,33 @@ def _cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in state.items()}
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def save_torch(obj: Any, path: str | Path) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (:func:`jeffreys.fileio.atomic_write`)."""
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+    return Path(path)
+
+
+def load_plain(path: str | Path, what: str = "model bundle") -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain data only, no pickled code.
+
+    Any failure is one InputError naming the file; torch's own warnings and its advice to
+    load with ``weights_only=False`` never reach the user."""
+    path = input_file(path, what)
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for bad files
+        import pickle
+
+        if isinstance(e, pickle.UnpicklingError) and "weights_only" in str(e):
+            why = "it holds Python objects other than tensors and plain data (refused: files never run code)"
+        elif path.stat().st_size == 0:
+            why = "the file is empty"
+        else:
+            why = "not a file written by torch.save, or damaged"
+        raise InputError(f"{path}: not a jeffreys {what}: {why}") from None
 
 
 def save_bundle(
@@ -96,25 +111,33 @@ def save_bundle(
         "speakers": list(speakers),
         "meta": dict(meta or {}),
     }
-    _atomic_save(data, path)
+    save_torch(data, path)
     return path
 
 
 def _read(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise InputError(f"{path}: no such model file")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and weights_only errors all mean "not our file"
-        raise InputError(f"{path}: not a jeffreys model bundle ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+    data = load_plain(path)
     if not isinstance(data, dict) or data.get("format") not in _FORMATS:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise InputError(f"{path}: not a jeffreys model bundle (format {found!r}, expected {FORMAT!r})")
     if data["format"] != FORMAT:
         data = _from_format_1(data, path)
-    for key in ("model", "state_dict", "speakers", "meta"):
-        if key not in data:
+    for key, kinds, name in (("model", dict, "a mapping"), ("state_dict", dict, "a mapping of tensors"),
+                             ("speakers", list, "a list of names"), ("meta", dict, "a mapping"),
+                             ("head", (dict, type(None)), "a mapping or None"),
+                             ("head_state_dict", (dict, type(None)), "a mapping of tensors or None")):
+        if key not in data and key not in ("head", "head_state_dict"):
             raise InputError(f"{path}: model bundle lacks key {key!r}")
+        if not isinstance(data.get(key), kinds):
+            raise InputError(f"{path}: model bundle key {key!r} must be {name}, got {type(data.get(key)).__name__}")
+    for key in ("state_dict", "head_state_dict"):
+        bad = [k for k, v in (data.get(key) or {}).items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+        if bad:
+            raise InputError(f"{path}: model bundle {key} entry {bad[0]!r} is not a named tensor")
+    if not all(isinstance(s, str) for s in data["speakers"]):
+        raise InputError(f"{path}: model bundle speakers must be strings")
+    if data.get("head") is not None and data.get("head_state_dict") is None:
+        raise InputError(f"{path}: model bundle has a head but no head_state_dict")
     return data
 
 
@@ -124,6 +147,8 @@ def _from_format_1(data: dict[str, Any], path: Path) -> dict[str, Any]:
     for key in ("model_config", "state_dict"):
         if key not in data:
             raise InputError(f"{path}: model bundle lacks key {key!r}")
+    if not isinstance(data["model_config"], dict):
+        raise InputError(f"{path}: model bundle key 'model_config' must be a mapping, got {type(data['model_config']).__name__}")
     out = dict(data, format=FORMAT, model={"kind": "resnet", **data.pop("model_config")})
     if isinstance(out["state_dict"], dict):
         out["state_dict"] = {("embedder." + k[len("resnet."):] if k.startswith("resnet.") else k): v
@@ -202,12 +227,20 @@ def _check_plain(value: Any, key: str, path: Path) -> None:
     )
 
 
-def update_bundle_meta(path: str | Path, **items: Any) -> dict[str, Any]:
-    """Set ``meta[key] = value`` for each item (plain data only) and rewrite ``path`` atomically."""
+def bundle_with_meta(path: str | Path, **items: Any) -> dict[str, Any]:
+    """The bundle data of ``path`` with ``meta[key] = value`` set for each item (plain data
+    only), for a caller that writes it with other files (:class:`jeffreys.fileio.AtomicFiles`)."""
     path = Path(path)
     for key, value in items.items():
         _check_plain(value, key, path)
     data = _read(path)
     data["meta"].update(items)
-    _atomic_save(data, path)
+    return data
+
+
+def update_bundle_meta(path: str | Path, **items: Any) -> dict[str, Any]:
+    """Set ``meta[key] = value`` for each item (plain data only) and rewrite ``path`` atomically
+    (its file mode kept)."""
+    data = bundle_with_meta(path, **items)
+    save_torch(data, path)
     return data["meta"]
