@@ -167,8 +167,10 @@ def voxceleb2_lhotse(root: Path) -> dict[str, list[str]]:
 
 
 # ---------------------------------------------------------------- SITW
-def sitw(root: Path) -> dict[str, list[str]]:
-    """dev and eval, 2 models each; returns the published core-core key lines per split."""
+def sitw(root: Path, assist: bool = False) -> dict[str, list[str]]:
+    """dev and eval, 2 models each; returns the published core-core key lines per split.
+    ``assist``: the release's assist-condition lists beside the core ones (``enroll-assist.lst``
+    with START END seconds in the enrolment file, ``keys/assist-core.lst``), as unpacked."""
     keys = {}
     for split, files in (("dev", ["aaaab", "aaabd", "aabcx", "abcde"]), ("eval", ["baaaa", "bbbbb", "bcdef", "bzzzz"])):
         for f in files:
@@ -181,6 +183,10 @@ def sitw(root: Path) -> dict[str, list[str]]:
             f"10{split[0]}01 audio/{files[3]}.flac imp",
         ]
         write(root / split / "keys/core-core.lst", keys[split])
+        if assist:
+            write(root / split / "lists/enroll-assist.lst", [f"10{split[0]}01 audio/{files[0]}.flac 0.000 0.080",
+                                                             f"10{split[0]}02 audio/{files[1]}.flac 0.010 0.090"])
+            write(root / split / "keys/assist-core.lst", keys[split])
     return keys
 
 

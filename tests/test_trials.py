@@ -100,6 +100,20 @@ def test_read_trials_file_errors(tmp_path):
         read_trials(tmp_path / "bin")
 
 
+def test_read_trial_pairs(tmp_path):
+    from jeffreys.data.trials import read_trial_pairs
+
+    (tmp_path / "p").write_text("model_2 evl_2\nmodel_1 evl_1\n")
+    assert read_trial_pairs(tmp_path / "p") == [("model_2", "evl_2"), ("model_1", "evl_1")]  # file order
+    for text, message in (("a b\nc d target\n", r"p:2: expected 2 fields, got 3"), ("a b\n\nc d\n", r"p:2: expected 2 fields, got 0"),
+                          ("", r"p: no trial pairs")):
+        (tmp_path / "p").write_text(text)
+        with pytest.raises(InputError, match=message):
+            read_trial_pairs(tmp_path / "p")
+    with pytest.raises(InputError, match="no such file"):
+        read_trial_pairs(tmp_path / "nope")
+
+
 # ----------------------------------------------------------------------------- models files
 def test_read_models(tmp_path):
     (tmp_path / "models").write_text("m2 u1 u2 u3\nm1 u4\nm3 u1 u1\n")

@@ -12,7 +12,8 @@
 #   4  train the four systems (AAM; AAM+LS with weight decay; AAM+LS without; AAM+Jeffreys)
 #      from conf/base.yaml and their differences in conf/experiment.yaml, once per seed:
 #      `jeffreys experiment conf/experiment.yaml --only-train`, under torchrun on all
-#      visible GPUs when there are several
+#      visible GPUs when there are several; on several machines (NNODES, RDZV_ENDPOINT) run
+#      this stage on every one of them at once, EXP on a shared file system
 #   5  extract, score (training-mean centring + cosine), metrics with intervals over seeds and
 #      speakers, paired comparisons, Table 1, Figs. 1-5 and results.json (the same command)
 #
@@ -38,6 +39,11 @@ NGPU=${NGPU:-$( (command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null |
 DEVICE=${DEVICE:-$([ "$NGPU" -gt 0 ] && echo cuda || echo cpu)}   # extraction device
 JEFFREYS=${JEFFREYS:-jeffreys}         # the CLI (e.g. .venv/bin/jeffreys)
 SEEDS=${SEEDS:-0}                      # training seeds, space-separated (e.g. "0 1 2")
+# Several machines training together (stage 4 only; docs/recipes.md): torchrun --nnodes with
+# the c10d rendezvous at RDZV_ENDPOINT (HOST:PORT of one of them, reachable from all).
+NNODES=${NNODES:-1}
+RDZV_ENDPOINT=${RDZV_ENDPOINT:-}
+RDZV_ID=${RDZV_ID:-jeffreys-voxceleb}
 # Extra `--set key=value` overrides for every training run, space-separated
 # (the tests use the CPU preset and a few steps: "model.preset=demo steps=2 ...").
 TRAIN_SET=${TRAIN_SET:-}
@@ -55,20 +61,24 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (want --stage N --stop-stage M)" >&2; exit 2 ;;
   esac
 done
+
+if [ "$NNODES" -gt 1 ] && [ -z "$RDZV_ENDPOINT" ]; then
+  echo "run.sh: NNODES=$NNODES needs RDZV_ENDPOINT=HOST:PORT (the rendezvous every node reaches)" >&2; exit 2
+fi
+case "$VOX2_CONVERT" in
+  ""|flac|wav) ;;
+  *) echo "run.sh: VOX2_CONVERT must be flac, wav or empty, got '$VOX2_CONVERT'" >&2; exit 2 ;;
+esac
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 export DATA EXP
 DATA=$(mkdir -p "$DATA" && cd "$DATA" && pwd)
 EXP=$(mkdir -p "$EXP" && cd "$EXP" && pwd)
 
-case "$VOX2_CONVERT" in
-  ""|flac|wav) ;;
-  *) echo "run.sh: VOX2_CONVERT must be flac, wav or empty, got '$VOX2_CONVERT'" >&2; exit 2 ;;
-esac
 TRAIN_DATA=$DATA/voxceleb2_dev${VOX2_CONVERT:+_$VOX2_CONVERT}
 VOX2_AUDIO=${VOX2_AUDIO:-$TRAIN_DATA.audio}
 
@@ -120,12 +130,16 @@ experiment_args=("$HERE/conf/experiment.yaml" --out "$EXP" --seeds $SEEDS --set 
                  --set "train.data.train=$TRAIN_DATA")
 for kv in $TRAIN_SET; do experiment_args+=(--set "train.$kv"); done
 for kv in $EXPERIMENT_SET; do experiment_args+=(--set "$kv"); done
-if [ "$NGPU" -gt 1 ]; then
-  experiment_args+=(--set "train_launcher=[torchrun, --standalone, --nproc_per_node=$NGPU]")
+# Each training runs as `LAUNCHER -m jeffreys train ...` (the experiment's train_launcher).
+if [ "$NNODES" -gt 1 ]; then
+  nproc=$([ "$NGPU" -gt 0 ] && echo "$NGPU" || echo 1)
+  experiment_args+=(--set "train_launcher=[torchrun, --nnodes=$NNODES, --nproc-per-node=$nproc, --rdzv-backend=c10d, --rdzv-endpoint=$RDZV_ENDPOINT, --rdzv-id=$RDZV_ID, --max-restarts=0]")
+elif [ "$NGPU" -gt 1 ]; then
+  experiment_args+=(--set "train_launcher=[torchrun, --standalone, --nproc-per-node=$NGPU]")
 fi
 
 if run_stage 4; then
-  log "train: the four systems, seeds $SEEDS, $NGPU GPU(s) -> $EXP/systems"
+  log "train: the four systems, seeds $SEEDS, $NGPU GPU(s) on each of $NNODES node(s) -> $EXP/systems"
   "$JEFFREYS" experiment "${experiment_args[@]}" --only-train
 fi
 

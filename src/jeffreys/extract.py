@@ -296,6 +296,7 @@ def extract(
     compile: bool = False,
     channels_last: bool = True,
     progress: bool = True,
+    shard=None,
 ) -> tuple[list[str], np.ndarray]:
     """Embeddings of every utterance of ``datadir``; returns (sorted utterance ids, ``[n, dim]`` float32).
 
@@ -304,7 +305,9 @@ def extract(
     float32 mean embedding as .npy; ``store_mean``: the mean into the bundle's meta
     (``meta["mean"]``; needs ``model`` to be a path). ``compile``: ``torch.compile`` the model
     (dynamic shapes; pays off on large sets, see benchmarks/extract.py). ``channels_last``:
-    see :func:`prepare_model`.
+    see :func:`prepare_model`. ``shard``: a :class:`jeffreys.shard.Shard` (the CLI passes
+    ``Shard.from_env()`` under torchrun): the ranks share the work, every rank returns the
+    whole result and only rank 0 writes.
     """
     from .audio import load_utterance
     from .data.datadir import DataDir, read_datadir
@@ -323,7 +326,7 @@ def extract(
     for p in [*(output_paths(out, fmt) if out is not None else []), *([mean_out] if mean_out is not None else [])]:
         check_output(p)
     dd = datadir if isinstance(datadir, DataDir) else read_datadir(datadir, allow_pipes=allow_pipes)
-    dev = resolve_device(device)
+    dev = resolve_device(shard.device(device) if shard is not None else device)
     model = prepare_model(model, dev, channels_last)
     forward = torch.compile(model, dynamic=True) if compile else model
     ids = dd.utts
@@ -346,12 +349,24 @@ def extract(
 
     from tqdm import tqdm
 
-    bar = tqdm(total=len(ids), unit="utt", desc="extract", disable=not progress, dynamic_ncols=True)
-    with bar:
-        for utt, wave in prefetch(load, order, num_workers):
-            batcher.add(index[utt], wave)
-            bar.update(1)
-        matrix = batcher.finish()
+    if shard is not None:  # the same batches, spread over the ranks (jeffreys.shard)
+        from .shard import embed_sharded
+
+        def new_batcher(fn):
+            return PieceBatcher(model, ids, batch_seconds=batch_seconds, max_chunk_seconds=max_chunk_seconds,
+                                crop_fraction=crop_fraction, forward=fn)
+
+        matrix = embed_sharded(shard, ids, order, load, new_batcher, forward, model.embed_dim, durations,
+                               device=dev, num_workers=num_workers, progress=progress)
+        if not shard.main:
+            return ids, matrix
+    else:
+        bar = tqdm(total=len(ids), unit="utt", desc="extract", disable=not progress, dynamic_ncols=True)
+        with bar:
+            for utt, wave in prefetch(load, order, num_workers):
+                batcher.add(index[utt], wave)
+                bar.update(1)
+            matrix = batcher.finish()
     write_outputs(ids, matrix, out, fmt=fmt, mean_out=mean_out, bundle=bundle_path if store_mean else None)
     return ids, matrix
 
@@ -421,6 +436,9 @@ def cli_extract(argv: list[str]) -> int:
     p.add_argument("--allow-pipes", action="store_true", help="run `cmd |` wav.scp entries (without a shell)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
+    from .shard import Shard
+
+    shard = Shard.from_env()  # under torchrun: the ranks share the data dir, rank 0 writes
     ids, matrix = extract(
         a.model,
         a.datadir,
@@ -437,8 +455,11 @@ def cli_extract(argv: list[str]) -> int:
         compile=a.compile,
         channels_last=a.channels_last,
         progress=not a.quiet,
+        shard=shard,
     )
-    print(f"jeffreys extract: {len(ids)} embeddings of dimension {matrix.shape[1]} -> {a.out}")
+    if shard is None or shard.main:
+        print(f"jeffreys extract: {len(ids)} embeddings of dimension {matrix.shape[1]} -> {a.out}"
+              + (f" ({shard.world} ranks)" if shard else ""))
     return 0
 
 

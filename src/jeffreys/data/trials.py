@@ -5,7 +5,8 @@ Two formats are read, detected per line:
 * Kaldi: ``enroll test target|nontarget``
 * VoxCeleb: ``1|0 enroll test`` (enroll/test are paths such as ``id10270/x/00001.wav``)
 
-and one is written (Kaldi). Scores files are ``enroll test score``. A ``models`` file
+and one is written (Kaldi); unlabelled ``enroll test`` pairs are read by
+:func:`read_trial_pairs`. Scores files are ``enroll test score``. A ``models`` file
 (``MODEL UTT1 [UTT2 ...]``, written by the SITW and SdSV preparers) names the enrolment
 utterances of each model that trials may name on their enrolment side.
 """
@@ -91,6 +92,16 @@ def read_trials(path: str | Path) -> Trials:
         if n_kaldi == 0 and first.count("1") + first.count("0") == len(first):
             return Trials(tokens[1::3], last, heads[:, 0] == ord("1"))
     return _trials_slow(path, text.splitlines())
+
+
+def read_trial_pairs(path: str | Path) -> list[tuple[str, str]]:
+    """Unlabelled trials, ``enroll test`` a line, in file order (``trial_pairs`` of a set
+    whose key is not public, e.g. SdSV task 2: scored into a submission file)."""
+    path = Path(path)
+    pairs = [(p[0], p[1]) for _, p in read_table(path, 2, 2)]
+    if not pairs:
+        raise InputError(f"{path}: no trial pairs")
+    return pairs
 
 
 def write_trials(path: str | Path, trials: Iterable[tuple[str, str, bool]]) -> None:

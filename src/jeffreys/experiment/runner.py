@@ -109,12 +109,13 @@ def _train_subset(tdata, cfg: ExperimentConfig, out: Path) -> Path:
 
 
 def _score(run: Run, ev: EvalSet, ids, emb, mean, trials_path: Path):
-    """Centred cosine scores of a trial list: (Trials, scores). A data dir's ``models`` file
-    (``MODEL UTT1 UTT2 ...``, SdSV) lets trials name models enrolled by several utterances."""
-    from ..data.trials import read_trials
+    """Centred cosine scores of a trial list (labelled, or the unlabelled pairs of a
+    submission): (trials, scores). A data dir's ``models`` file (``MODEL UTT1 UTT2 ...``,
+    SdSV) lets trials name models enrolled by several utterances."""
+    from ..data.trials import read_trial_pairs, read_trials
     from ..scoring import cosine_scores
 
-    trials = read_trials(trials_path)
+    trials = read_trials(trials_path) if trials_path == ev.trials else read_trial_pairs(trials_path)
     models = Path(ev.spec.data) / "models"
     return trials, cosine_scores((list(ids), np.asarray(emb)), None, trials, mean=mean, models=models if models.is_file() else None)
 

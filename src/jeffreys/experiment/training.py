@@ -91,6 +91,11 @@ def _command(job: TrainJob, launcher: list[str]) -> list[str]:
     cfg_file = job.exp.parent / "train_config.yaml"
     save_config(job.config, cfg_file)
     prefix = list(launcher) if launcher else [sys.executable]
+    # Each training is its own rendezvous: nodes moving on to the next training must not
+    # join the previous one while it closes (torchrun takes the last --rdzv-id given).
+    rdzv = [a.split("=", 1)[1] for a in launcher if a.startswith(("--rdzv-id=", "--rdzv_id="))]
+    if rdzv:
+        prefix.append(f"--rdzv-id={rdzv[-1]}-{job.key[:8]}")
     cmd = prefix + ["-m", "jeffreys", "train", str(cfg_file), "--exp-dir", str(job.exp)]
     return cmd + (["--resume"] if job.resume else [])
 
