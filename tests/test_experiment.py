@@ -158,3 +158,39 @@ def test_subset_is_speaker_balanced_and_seeded(mini):
     counts = np.bincount([int(dd.utt2spk[u][1:]) for u in sub])
     assert counts.max() - counts.min() <= 1
     assert subset_utts(dd, 0, 0) == dd.utts
+
+
+def test_seeds_give_seed_means_and_the_comparisons_block(mini, tmp_path):
+    for name in ("a", "b", "c"):  # one model per system and seed
+        for seed in (0, 1):
+            torch.manual_seed(100 * ord(name) + seed)
+            save_bundle(mini / f"{name}{seed}.pt", SpeakerModel(TINY), build_head("aam", 8, 6, scale=30.0, margin=0.2),
+                        [f"s{s:02d}" for s in range(6)])
+    cfg = _config(mini, {"systems": [{"name": "a", "model": "a{seed}.pt"}, {"name": "b", "model": "b{seed}.pt"},
+                                     {"name": "c", "model": "c{seed}.pt", "reference": "b"}],
+                         "seeds": [0, 1], "eval_sets": [{"name": "ind", "data": "ind", "domain": "in"}]})
+    out = tmp_path / "out"
+    res = run_experiment(load_experiment(cfg), out, quiet=True)
+    for s in ("a", "b", "c"):
+        sysres = res["systems"][s]
+        assert sysres["seeds"] == [0, 1] and set(sysres["runs"]) == {"0", "1"}
+        per = [sysres["runs"][k]["eval"]["ind"]["eer"] for k in ("0", "1")]
+        cell = sysres["eval"]["ind"]
+        assert cell["per_seed"]["eer"] == per and cell["eer"] == pytest.approx(np.mean(per))
+        assert cell["ci"]["by"] == "seed+speaker" and cell["ci"]["eer"][0] <= cell["eer"] <= cell["ci"]["eer"][1]
+    cmp = json.loads((out / "results.json").read_text())["comparisons"]
+    assert set(cmp) == {"b", "c"}  # the baseline is compared with nothing
+    for s, ref in (("b", "a"), ("c", "b")):
+        for metric in ("eer", "min_dcf", "cllr"):
+            c = cmp[s]["ind"][metric]
+            assert set(c) == {"reference", "diff_rel", "ci", "p", "seeds", "seeds_better"}  # DESIGN.md's block
+            assert c["reference"] == ref and c["seeds"] == 2 and 0 < c["p"] <= 1
+        means = (res["systems"][s]["eval"]["ind"]["eer"], res["systems"][ref]["eval"]["ind"]["eer"])
+        assert cmp[s]["ind"]["eer"]["diff_rel"] == pytest.approx((means[0] - means[1]) / means[1])
+    table = (out / "table.md").read_text()
+    assert "Mean over 2 training seed(s) (0, 1)" in table and "| System | vs |" in table and "| c | b |" in table
+    assert (out / "gains.png").is_file()
+    with pytest.raises(InputError, match="one reused model for 2 seeds; put \\{seed\\} in its path"):
+        load_experiment(_config(mini, {"systems": [{"name": "a", "model": "a.pt"}], "seeds": [0, 1]}))
+    with pytest.raises(InputError, match="reference 'zz' is not another system"):
+        load_experiment(_config(mini, {"systems": [{"name": "a", "model": "a.pt", "reference": "zz"}]}))

@@ -3,6 +3,8 @@ bytes whatever the number of workers, one build shared, crops as the online chun
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -72,7 +74,7 @@ def test_crops_are_mean_normalised_and_wrap_short_utterances(setup):
     wrapped = np.concatenate([raw, raw[:7]])
     torch.testing.assert_close(long, torch.from_numpy(wrapped - wrapped.mean(0)), atol=1e-5, rtol=0)
     with pytest.raises(InputError, match="feature cache of other utterances"):
-        feature_cache.FeatureCache(cache_dir := feature_cache.build(ds, aug, fbank, 2, root / "c1", jobs=1), ds.utts[1:])
+        feature_cache.FeatureCache(cache_dir := feature_cache.build(ds, aug, fbank, 2, root / "c1", jobs=1), [*ds.utts, "nobody"])
     assert cache_dir.is_dir()
 
 
@@ -95,3 +97,22 @@ def test_training_on_cached_features(tmp_path):
         with pytest.raises(InputError, match=message):
             Trainer(load_train_config(path, tiny_overrides(data, "data.augment.prob=0.5", "data.offline_copies=1", bad,
                                                            f"data.feature_cache={tmp_path / 'feats'}", steps=1)), tmp_path / "exp2")
+
+
+def test_a_speaker_subset_trains_from_the_whole_data_dirs_cache(tmp_path):
+    from jeffreys.train import Trainer, load_train_config
+
+    data = make_datadir(tmp_path / "d", speakers=4, utts=3)
+    path = tmp_path / "c.yaml"
+    path.write_text("")
+    common = ["data.augment.prob=0.5", "data.augment.simulated_rirs=2", f"data.augment.cache_dir={tmp_path / 'rirs'}",
+              "data.offline_copies=1", f"data.feature_cache={tmp_path / 'feats'}"]
+    few = Trainer(load_train_config(path, tiny_overrides(data, *common, "data.max_speakers=2", steps=1)), tmp_path / "e1")
+    assert few.dataset.speakers == ["spk0", "spk1"] and few.dataset.num_classes == 2 and len(few.dataset) == 6
+    built = list((tmp_path / "feats").glob("*/meta.json"))
+    assert len(built) == 1 and len(json.loads(built[0].read_text())["utts"]) == 12  # the whole data dir
+    all_ = Trainer(load_train_config(path, tiny_overrides(data, *common, steps=1)), tmp_path / "e2")
+    assert list((tmp_path / "feats").glob("*/meta.json")) == built  # the same cache, not a second one
+    x_few, _ = few.dataset[(0, 0)]
+    x_all, _ = all_.dataset[(0, 0)]
+    assert few.dataset.utts[0] == all_.dataset.utts[0] and torch.equal(x_few, x_all)  # same item, same crop

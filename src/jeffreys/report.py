@@ -134,12 +134,10 @@ def table_csv(results: Mapping, p_target: float = 0.01, evalsets: Sequence[str] 
 
 
 def comparisons_markdown(comparisons: Mapping, labels: Mapping[str, str], evalsets: Sequence[str], level: float = 0.95) -> str:
-    """The paired comparisons with the reference (``results.json``'s ``comparisons`` block):
-    per system and evaluation set, the relative change of EER and minDCF (negative = better)
-    with its interval and p-value; bold where the interval excludes 0, "n.d." (not
+    """The paired comparisons (``results.json``'s ``comparisons`` block): per system, against
+    its reference, and per evaluation set, the relative change of EER and minDCF (negative =
+    better) with its interval and p-value; bold where the interval excludes 0, "n.d." (not
     distinguishable) where it does not."""
-    first = next(iter(next(iter(comparisons.values())).values()))
-    ref = labels.get(first["eer"]["reference"], first["eer"]["reference"])
     sets = [e for e in evalsets if any(e in per for per in comparisons.values())]
 
     def cell(c: Mapping) -> str:
@@ -149,16 +147,17 @@ def comparisons_markdown(comparisons: Mapping, labels: Mapping[str, str], evalse
         s = f"{100 * c['diff_rel']:+.1f} % [{100 * lo:+.1f}, {100 * hi:+.1f}] p {c['p']:.3f}"
         return f"**{s}**" if (lo > 0 or hi < 0) else f"{s} n.d."
 
-    head = f"| vs {ref} | " + " | ".join(f"{e} ΔEER | {e} ΔminDCF" for e in sets) + " |"
-    lines = [head, "|---|" + "---:|---:|" * len(sets)]
+    head = "| System | vs | " + " | ".join(f"{e} ΔEER | {e} ΔminDCF" for e in sets) + " |"
+    lines = [head, "|---|---|" + "---:|---:|" * len(sets)]
     for system, per_set in comparisons.items():
-        cells = []
+        cells, ref = [], None
         for e in sets:
             c = per_set.get(e)
             cells += ["–", "–"] if c is None else [cell(c["eer"]), cell(c["min_dcf"])]
-        lines.append(f"| {labels.get(system, system)} | " + " | ".join(cells) + " |")
-    lines.append(f"\nRelative change of the seed mean against {ref} (negative = better), paired over training seeds "
-                 f"and evaluation speakers; [{100 * level:g} % interval], two-sided bootstrap p. **Bold**: "
+            ref = ref or (c and c["eer"]["reference"])
+        lines.append(f"| {labels.get(system, system)} | {labels.get(ref, ref)} | " + " | ".join(cells) + " |")
+    lines.append(f"\nRelative change of the seed mean against the reference (negative = better), paired over training "
+                 f"seeds and evaluation speakers; [{100 * level:g} % interval], two-sided bootstrap p. **Bold**: "
                  f"distinguishable at {100 * level:g} %; n.d.: not distinguishable.")
     return "\n".join(lines) + "\n"
 
@@ -270,7 +269,8 @@ def plot_comparisons(comparisons: Mapping, labels: Mapping[str, str], evalsets: 
                 gain.append(g), err_lo.append(max(0.0, g - lo)), err_hi.append(max(0.0, hi - g))
                 hatch.append(not (c["ci"][0] > 0 or c["ci"][1] < 0))
         pos = x + (k - (len(systems) - 1) / 2) * width
-        bars = ax.bar(pos, gain, width, label=labels.get(system, system), yerr=[err_lo, err_hi], capsize=2,
+        ref = next(iter(comparisons[system].values()))["eer"]["reference"]
+        bars = ax.bar(pos, gain, width, label=f"{labels.get(system, system)} vs {labels.get(ref, ref)}", yerr=[err_lo, err_hi], capsize=2,
                       error_kw={"lw": 0.8})
         for bar, h in zip(bars, hatch):
             if h:
@@ -278,8 +278,8 @@ def plot_comparisons(comparisons: Mapping, labels: Mapping[str, str], evalsets: 
                 bar.set_alpha(0.6)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, ticks, fontsize=8)
-    ref = next(iter(next(iter(comparisons.values())).values()))["eer"]["reference"]
-    ax.set_ylabel(f"relative gain over {labels.get(ref, ref)} (%)")
+    refs = {c["eer"]["reference"] for per in comparisons.values() for c in per.values()}
+    ax.set_ylabel("relative gain over " + (labels.get(next(iter(refs))) if len(refs) == 1 else "each system's reference") + " (%)")
     ax.set_title(title or f"Relative gains, {100 * level:g} % intervals", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, title=f"hatched: not distinguishable at {100 * level:g} %", title_fontsize=7)

@@ -87,6 +87,7 @@ class DataConfig:
     # data and augmentation; a chunk is an augmented copy's crop with probability augment.prob.
     offline_copies: int = 0
     feature_cache: str | None = None  # its directory (default: jeffreys.cache.cache_dir()/features)
+    max_speakers: int | None = None  # train on the first N speakers (sorted) of data.train only
 
     def __post_init__(self) -> None:
         if self.offline_copies < 0:
@@ -298,6 +299,7 @@ class Trainer:
         self.dataset = TrainDataset(
             cfg.data.train, cfg.data.chunk_seconds, sample_rate, augment=augment, seed=cfg.seed,
             sampling=cfg.data.sampling, chunks_per_speaker=cfg.data.chunks_per_speaker, allow_pipes=cfg.data.allow_pipes,
+            max_speakers=cfg.data.max_speakers,
         )
         per_rank = math.ceil(len(self.dataset) / self.dist.world)
         self.steps_per_epoch = per_rank // self.rank_batch
@@ -335,15 +337,25 @@ class Trainer:
             self.ddp = DistributedDataParallel(self.net, device_ids=ids)
 
     def _use_feature_cache(self, augment) -> None:
-        """Build (once, under a lock) or reuse the offline-augmented features, and serve them."""
+        """Build (once, under a lock) or reuse the offline-augmented features, and serve them.
+        The cache covers the whole data dir (its babble from all its speakers), whatever
+        max_speakers is: what it holds depends on the data and the augmentation only."""
         from .cache import cache_dir
         from .data import feature_cache
+        from .data.augment import Augmenter
+        from .data.dataset import TrainDataset
         from .features import Fbank
 
         cfg, fb = self.config.data, self.model.fbank
         fbank = Fbank(num_mel_bins=fb.num_mel_bins, sample_rate=fb.sample_rate, mean_norm=False)
         where = Path(cfg.feature_cache) if cfg.feature_cache else cache_dir() / "features"
-        directory = feature_cache.build(self.dataset, augment, fbank, cfg.offline_copies, where,
+        if self.dataset.speed_factors:
+            raise InputError("speed perturbation needs waveform chunks: it cannot use a feature cache")
+        full = self.dataset
+        if cfg.max_speakers is not None:
+            full = TrainDataset(cfg.train, cfg.chunk_seconds, fb.sample_rate, allow_pipes=cfg.allow_pipes)
+            augment = Augmenter(cfg.augment, sample_rate=fb.sample_rate, seed=cfg.augment.rir_seed, babble_source=full)
+        directory = feature_cache.build(full, augment, fbank, cfg.offline_copies, where,
                                         log=print if self.dist.main and self.config.progress else None)
         self.dataset.use_features(feature_cache.FeatureCache(directory, self.dataset.utts),
                                   fb.num_frames(self.dataset.chunk_samples))

@@ -53,6 +53,15 @@ class DataDir:
     def speakers(self) -> list[str]:
         return sorted(self.spk2utt)
 
+    def subset(self, speakers) -> DataDir:
+        """The utterances of ``speakers`` only (same path, same files)."""
+        keep = set(speakers)
+        utt2spk = {u: s for u, s in self.utt2spk.items() if s in keep}
+        segments = {u: self.segments[u] for u in utt2spk} if self.segments is not None else None
+        wav = {r: self.wav[r] for r in {v[0] for v in segments.values()}} if segments is not None else {u: self.wav[u] for u in utt2spk}
+        utt2dur = {u: self.utt2dur[u] for u in utt2spk} if self.utt2dur else None
+        return DataDir(self.path, wav, utt2spk, segments, utt2dur, allow_pipes=self.allow_pipes)
+
     def source(self, utt: str) -> tuple[str, float, float | None]:
         """(wav.scp entry, start seconds, end seconds or None) of an utterance.
 

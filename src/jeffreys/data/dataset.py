@@ -115,6 +115,7 @@ class TrainDataset(Dataset):
     ``labels``: a file from :meth:`save_labels` (or a list of speakers) fixing the label of
     each speaker, e.g. to continue training; every speaker of the data dir must be in it.
     ``augment``: an :class:`jeffreys.data.augment.Augmenter`, applied to each crop.
+    ``max_speakers``: train on the first N speakers (sorted ids) of the data dir only.
     """
 
     def __init__(
@@ -129,8 +130,13 @@ class TrainDataset(Dataset):
         chunks_per_speaker: int = 1,
         labels: str | Path | Sequence[str] | None = None,
         allow_pipes: bool = False,
+        max_speakers: int | None = None,
     ):
         self.data = as_datadir(datadir, allow_pipes=allow_pipes)
+        if max_speakers is not None:  # the first speakers in sorted order (nested: 200 of them are in 1000)
+            if max_speakers < 2:
+                raise ValueError(f"max_speakers must be at least 2, got {max_speakers}")
+            self.data = self.data.subset(self.data.speakers[:max_speakers])
         if chunk_seconds <= 0:
             raise ValueError("chunk_seconds must be positive")
         if sampling not in ("utterance", "speaker"):

@@ -148,7 +148,8 @@ def build(dataset, augmenter, fbank, copies: int, directory: str | Path, jobs: i
 
 
 class FeatureCache:
-    """A built cache, memory-mapped: :meth:`crop` gives the features of a training chunk."""
+    """A built cache, memory-mapped: :meth:`crop` gives the features of a training chunk.
+    ``utts``: those the caller will ask for (all in the cache; a subset is fine)."""
 
     def __init__(self, directory: str | Path, utts: list[str]):
         directory = Path(directory)
@@ -157,12 +158,12 @@ class FeatureCache:
             self.index = np.load(directory / "index.npy", allow_pickle=False)
         except (OSError, ValueError) as e:
             raise InputError(f"{directory}: not a feature cache ({e})") from None
-        if meta.get("version") != VERSION or meta.get("utts") != list(utts):
+        self.row = {u: i for i, u in enumerate(meta.get("utts", []))}
+        if meta.get("version") != VERSION or any(u not in self.row for u in utts):
             raise InputError(f"{directory}: feature cache of other utterances or another version; delete it")
         self.copies = int(meta["copies"])
         self.mels = int(meta["num_mel_bins"])
         self.feats = np.memmap(directory / "feats.f16", dtype=np.float16, mode="r", shape=(int(meta["frames"]), self.mels))
-        self.row = {u: i for i, u in enumerate(utts)}
 
     def crop(self, utt: str, frames: int, rng: np.random.Generator, augment_prob: float) -> torch.Tensor:
         """``frames`` consecutive frames of ``utt`` (wrapped around when shorter) from its clean

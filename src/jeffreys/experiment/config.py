@@ -46,6 +46,7 @@ class SystemSpec:
     config: str | None = None  # training config YAML (relative to the experiment config)
     set: dict[str, Any] = field(default_factory=dict)  # dotted overrides of the training config
     model: str | None = None  # an existing model.pt: not trained again
+    reference: str | None = None  # the system this one is compared with (default: the experiment's baseline)
 
     def __post_init__(self) -> None:
         _check_name("system", self.name)
@@ -146,13 +147,21 @@ class ExperimentConfig:
                 raise ValueError(f"system {s.name!r}: one reused model for {len(self.seeds)} seeds; put {{seed}} in its path")
         if self.train_jobs < 1:
             raise ValueError(f"train_jobs must be >= 1, got {self.train_jobs}")
-        if self.baseline is not None and self.baseline not in [s.name for s in self.systems]:
+        names = [s.name for s in self.systems]
+        if self.baseline is not None and self.baseline not in names:
             raise ValueError(f"baseline {self.baseline!r} is not a system")
+        for s in self.systems:
+            if s.reference is not None and (s.reference not in names or s.reference == s.name):
+                raise ValueError(f"system {s.name!r}: reference {s.reference!r} is not another system")
 
     @property
     def reference(self) -> str:
-        """The system every other is compared with."""
+        """The baseline: Fig. 3's reference, and every system's unless it names its own."""
         return self.baseline or self.systems[0].name
+
+    def references(self) -> dict[str, str]:
+        """system -> the system it is compared with (the baseline itself is compared with none)."""
+        return {s.name: s.reference or self.reference for s in self.systems if s.name != (s.reference or self.reference)}
 
 
 _VAR = re.compile(r"\$\{(\w+)\}|\$(\w+)")

@@ -60,7 +60,7 @@ def _aggregate(cfg: ExperimentConfig, evals, runs, log) -> tuple[dict, dict]:
     """(systems[NAME]["eval"], comparisons) from the runs' scores."""
     m = cfg.metrics
     per_system: dict[str, dict] = {s.name: {} for s in cfg.systems}
-    comparisons: dict[str, dict] = {s.name: {} for s in cfg.systems if s.name != cfg.reference}
+    comparisons: dict[str, dict] = {s: {} for s in cfg.references()}
     by_key = {(r.system.name, r.seed): r for r in runs}
     for ev in evals:
         if ev.trials is None:
@@ -68,7 +68,7 @@ def _aggregate(cfg: ExperimentConfig, evals, runs, log) -> tuple[dict, dict]:
         name = ev.spec.name
         first = by_key[(cfg.systems[0].name, cfg.seeds[0])].scored[name][0]
         scores = {s.name: [by_key[(s.name, seed)].scored[name][1] for seed in cfg.seeds] for s in cfg.systems}
-        st = set_statistics(scores, first.label, _groups(ev, first, cfg), cfg.reference, p_target=m.p_target,
+        st = set_statistics(scores, first.label, _groups(ev, first, cfg), cfg.references(), p_target=m.p_target,
                             n_boot=m.n_boot, ci=m.ci, seed=m.seed)
         for s in cfg.systems:
             run0 = by_key[(s.name, cfg.seeds[0])].result["eval"][name]
@@ -94,7 +94,7 @@ def separation_summary(cfg: ExperimentConfig, comparisons: dict, labels: dict[st
         for set_name, per_metric in per_set.items():
             for metric in ("eer", "min_dcf"):
                 c = per_metric[metric]
-                what = f"{labels[system]} vs {labels[cfg.reference]}, {set_name} {'EER' if metric == 'eer' else 'minDCF'}"
+                what = f"{labels[system]} vs {labels[c['reference']]}, {set_name} {'EER' if metric == 'eer' else 'minDCF'}"
                 if np.isfinite(c["ci"][0]) and distinguishable(c):
                     yes.append(f"{what}: {100 * c['diff_rel']:+.1f} % [{100 * c['ci'][0]:+.1f}, {100 * c['ci'][1]:+.1f}], p {c['p']:.3f}")
                 else:
@@ -102,7 +102,8 @@ def separation_summary(cfg: ExperimentConfig, comparisons: dict, labels: dict[st
     lines = [f"\nWhat these {len(cfg.seeds)} seed(s) and evaluation speakers can separate at {level}:"]
     lines += [f"- distinguishable: {y}" for y in yes] or ["- no difference with the reference is distinguishable."]
     if no:
-        lines.append(f"- not distinguishable ({len(no)}): " + "; ".join(no))
+        lines.append(f"- not distinguishable: {len(no)} of {len(yes) + len(no)} ("
+                     + "; ".join(no[:12]) + ("; ..." if len(no) > 12 else "") + ")")
     if len(cfg.seeds) < 3:
         lines.append("- fewer than 3 seeds: training-seed variance is barely sampled; read differences as anecdotes.")
     return "\n".join(lines) + "\n"

@@ -52,7 +52,7 @@ def set_statistics(
     scores: dict[str, list[np.ndarray]],
     labels: np.ndarray,
     groups: list | np.ndarray | None,
-    reference: str,
+    references: str | dict[str, str],
     *,
     p_target: float = 0.01,
     n_boot: int = 1000,
@@ -62,12 +62,15 @@ def set_statistics(
     """Statistics of the systems' scores on one trial list.
 
     ``scores[system]``: one score array per seed (the same seeds, in the same order, for every
-    system; the same trials in the same order everywhere). ``groups``: the resampling unit of
+    system; the same trials in the same order everywhere). ``references``: the system each
+    system is compared with (a name: every other system with that one). ``groups``: the resampling unit of
     each trial (its enrolment speaker), or None to resample single trials. Weights always
     attach to trials, not to ranks, so both sides of a comparison see the same resample.
     ``n_boot = 0``: means and per-seed values only.
     """
     systems = list(scores)
+    if isinstance(references, str):
+        references = {s: references for s in systems if s != references}
     n_seeds = {len(v) for v in scores.values()}
     if len(n_seeds) != 1:
         raise ValueError(f"every system needs the same seeds, got {sorted(n_seeds)} runs")
@@ -99,14 +102,10 @@ def set_statistics(
     arr = {s: np.array(v) for s, v in boot.items()}  # [replicates, metric]
     intervals = {s: {m: percentile_interval(a[:, k], ci) for k, m in enumerate(METRICS)} for s, a in arr.items()}
     comparisons = {}
-    ref_full, ref_boot = full[reference].mean(axis=0), arr[reference]
-    for s in systems:
-        if s == reference:
-            continue
-        comparisons[s] = {}
-        for k, m in enumerate(METRICS):
-            comparisons[s][m] = _compare(full[s][:, k], full[reference][:, k], means[s][m], ref_full[k],
-                                         arr[s][:, k], ref_boot[:, k], reference, ci)
+    for s, ref in references.items():
+        comparisons[s] = {m: _compare(full[s][:, k], full[ref][:, k], means[s][m], means[ref][m], arr[s][:, k],
+                                      arr[ref][:, k], ref, ci)
+                          for k, m in enumerate(METRICS)}
     return SetStatistics(means, per_seed, intervals, comparisons, n_boot, skipped)
 
 
