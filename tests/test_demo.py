@@ -18,7 +18,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(out), "--seed", "1"]) == 0
     printed = capsys.readouterr().out
     assert "| AAM-Jeffreys |" in printed and printed.count("replicates resampling") == 1
-    assert "What these 1 seed(s) and evaluation speakers can separate" in printed
+    assert "What these 2 seed(s) and evaluation speakers can separate" in printed
     res = json.loads((out / "results.json").read_text())
     assert list(res["systems"]) == ["aam", "aam_ls_wd", "aam_ls", "aam_jeffreys"]
     domains = {k: v["domain"] for k, v in res["eval_sets"].items()}
@@ -40,8 +40,10 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     from jeffreys.models import load_bundle
 
     b = load_bundle(out / "model.pt")
-    mean = np.load(out / "systems" / "aam_jeffreys" / "seed-1" / "mean.npy")
-    assert np.allclose(b.meta["mean"], mean) and b.meta["threshold"] == res["systems"]["aam_jeffreys"]["runs"]["1"]["eval"]["in_domain"]["eer_threshold"]
+    seed = b.meta["seed"]
+    assert b.meta["system"] == "aam_jeffreys" and seed in res["systems"]["aam_jeffreys"]["seeds"]
+    mean = np.load(out / "systems" / "aam_jeffreys" / f"seed-{seed}" / "mean.npy")
+    assert np.allclose(b.meta["mean"], mean) and b.meta["threshold"] == res["systems"]["aam_jeffreys"]["runs"][str(seed)]["eval"]["in_domain"]["eer_threshold"]
     dd = read_datadir(out / "corpus" / "in_domain")
     utt = dd.utts[0]
     rc = main(["verify", str(out / "model.pt"), dd.wav[utt], dd.wav[utt]])

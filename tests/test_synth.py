@@ -16,7 +16,7 @@ from jeffreys.data.datadir import read_datadir
 from jeffreys.data.trials import read_trials
 from jeffreys.errors import InputError
 
-TINY = dict(train_speakers=3, utts_per_speaker=2, eval_speakers=2, eval_utts_per_speaker=3,
+TINY = dict(train_speakers=3, utts_per_speaker=2, eval_speakers=2, dev_speakers=2, eval_utts_per_speaker=3,
             min_dur=1.0, max_dur=1.5, train_languages=("en", "de"), other_languages=("it",))  # fmt: skip
 
 
@@ -27,10 +27,11 @@ def corpus(tmp_path_factory) -> Path:
 
 def test_layout_sizes_and_validation(corpus):
     info = json.loads((corpus / "info.json").read_text())
-    assert info["seed"] == 3 and set(info["splits"]) == {"train", *synth.EVAL_SPLITS}
+    assert info["seed"] == 3 and set(info["splits"]) == {"train", "dev", *synth.EVAL_SPLITS}
+    assert "dev" not in synth.EVAL_SPLITS and (corpus / "dev" / "trials").is_file()
     for name, split in info["splits"].items():
         dd = read_datadir(corpus / name)  # Kaldi validation, files exist
-        n_spk = TINY["train_speakers"] if name == "train" else TINY["eval_speakers"]
+        n_spk = {"train": TINY["train_speakers"], "dev": TINY["dev_speakers"]}.get(name, TINY["eval_speakers"])
         n_utt = TINY["utts_per_speaker"] if name == "train" else TINY["eval_utts_per_speaker"]
         assert len(dd.speakers) == split["speakers"] == n_spk
         assert all(len(u) == n_utt for u in dd.spk2utt.values())
@@ -233,3 +234,17 @@ def test_fit_duration_is_exact():
     for speech_s, want in ((5.0, 2.5), (1.0, 3.0)):
         y = ch.fit_duration(np.ones(int(speech_s * 16000)), 16000, want, rng)
         assert y.size == round(want * 16000) and y[0] == 0 and y[-1] == 0
+
+
+def test_the_dev_split_leaves_the_other_splits_as_they_were(tmp_path, corpus):
+    """Each split's speakers are seeded by its index and dev comes last: another number of dev
+    speakers changes nothing else, byte for byte."""
+    other = synth.build_synth_corpus(tmp_path / "c", seed=3, jobs=2, **{**TINY, "dev_speakers": 3})
+    for name in ("train", *synth.EVAL_SPLITS):
+        for f in sorted((corpus / name).iterdir()):
+            if f.is_file() and f.name != "wav.scp":  # wav.scp holds absolute paths
+                assert f.read_bytes() == (other / name / f.name).read_bytes(), f
+        wavs = sorted((corpus / "wav" / name).rglob("*.wav")) if (corpus / "wav" / name).is_dir() else []
+        for w in wavs:
+            assert w.read_bytes() == (other / w.relative_to(corpus)).read_bytes(), w
+    assert len(read_datadir(other / "dev").speakers) == 3

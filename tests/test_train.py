@@ -131,6 +131,20 @@ def test_margin_ramp_by_hand():
     assert margin(0, 2, 0.2, ScheduleConfig()) == 0.2
 
 
+def test_schedules_per_run_are_the_same_whatever_the_epoch_length():
+    """per: run: timings are fractions of the run, so 8 steps of 2 per epoch and 8 steps of
+    8 per epoch follow one schedule; per epoch they do not."""
+    run = ScheduleConfig(warmup_epochs=0.25, margin_start_epoch=0.25, margin_ramp_epochs=0.5, per="run")
+    for spe in (2, 8):
+        assert [learning_rate(i, 8, spe, 0.1, run) for i in range(8)] == pytest.approx(
+            [learning_rate(i, 8, 4, 0.1, ScheduleConfig(warmup_epochs=0.5, final_lr=5e-5)) for i in range(8)])
+        assert [margin(i, spe, 0.2, run, total_steps=8) for i in range(8)] == pytest.approx([0, 0, 0.05, 0.1, 0.15, 0.2, 0.2, 0.2])
+    epoch = ScheduleConfig(warmup_epochs=0.25)
+    assert learning_rate(1, 8, 2, 0.1, epoch) != learning_rate(1, 8, 8, 0.1, epoch)
+    with pytest.raises(ValueError, match="total steps"):
+        margin(0, 2, 0.2, run)
+
+
 # ---- failures --------------------------------------------------------------------------
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, datadir, monkeypatch):

@@ -3,19 +3,23 @@
 1. builds the embedded corpus (``jeffreys prepare synth``) into ``OUT/corpus``, or reuses
    it when one built with the same seed and sizes is there;
 2. runs the four systems of Table 1 — AAM-softmax; AAM + label smoothing with weight decay;
-   AAM + label smoothing without; AAM + Jeffreys — with the CPU model preset, through the
-   experiment runner (:mod:`jeffreys.experiment`) on the corpus's in-domain split and its
-   three out-of-domain splits (other languages, telephone band, reverberant rooms);
-3. prints the table with bootstrap intervals and writes the figures and ``results.json``
-   into ``OUT``;
-4. saves the Jeffreys system as ``OUT/model.pt`` with its centring mean and the EER
-   threshold of the in-domain split in its meta, ready for ``jeffreys verify``,
-   ``jeffreys extract`` and ``jeffreys export``.
+   AAM + label smoothing without; AAM + Jeffreys — with the CPU model preset, each once per
+   training seed (three by default), through the experiment runner
+   (:mod:`jeffreys.experiment`), on the corpus's in-domain split and its three
+   out-of-domain splits (other languages, telephone band, reverberant rooms);
+3. prints Table 1 (seed means with intervals covering seeds and evaluation speakers), the
+   paired comparisons with AAM and, in plain words, what the run can and cannot separate;
+   writes the figures and ``results.json`` into ``OUT``;
+4. saves the Jeffreys system as ``OUT/model.pt`` with its centring mean and a threshold in
+   its meta, ready for ``jeffreys verify``, ``jeffreys extract`` and ``jeffreys export``.
 
 The experiment is the YAML file ``jeffreys/conf/demo_experiment.yaml`` (``${CORPUS}`` is
-the corpus directory; its systems train with ``jeffreys/conf/demo.yaml``); ``--quick``
-merges ``jeffreys/conf/demo_quick.yaml`` over it, shrinking corpus, training and bootstrap
-to a smoke run that exercises every stage. Re-running into the same ``OUT`` skips finished stages.
+the corpus directory, ``${OUT}`` the output; its systems train with
+``jeffreys/conf/demo.yaml``); ``--quick`` merges ``jeffreys/conf/demo_quick.yaml`` over it,
+shrinking corpus, training and bootstrap to a smoke run that exercises every stage.
+``--study speakers`` runs ``jeffreys/conf/study_speakers.yaml`` instead: where the
+regulariser's effect lives as the number of training speakers grows. Re-running into the
+same ``OUT`` skips finished stages.
 """
 
 from __future__ import annotations
@@ -24,34 +28,53 @@ import argparse
 import json
 import shutil
 import time
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import yaml
 
 from .errors import InputError
-from .fileio import write_text_atomic
 from .experiment import ExperimentConfig, load_experiment, run_experiment
-
-# Corpus sizes (jeffreys.corpora.synth.Sizes fields); the full demo uses the preparer's defaults.
-CORPUS_FULL: dict = {}
-CORPUS_QUICK = {"train_speakers": 16, "utts_per_speaker": 6, "eval_speakers": 4, "eval_utts_per_speaker": 3, "min_dur": 1.0, "max_dur": 1.5}
+from .fileio import write_text_atomic
 
 
-def demo_config(corpus: Path, quick: bool, seed: int) -> ExperimentConfig:
-    """The demo's experiment: the packaged ``conf/demo_experiment.yaml`` with ``${CORPUS}``
-    the corpus directory (and ``conf/demo_quick.yaml`` merged over it for ``--quick``)."""
+@dataclass(frozen=True)
+class Demo:
+    """A packaged experiment on the embedded corpus: its config and its corpus's sizes
+    (fields of :class:`jeffreys.corpora.synth.Sizes`)."""
+
+    config: str
+    corpus: dict = field(default_factory=dict)
+    quick_corpus: dict = field(default_factory=dict)
+    out: str = "demo"
+
+
+QUICK = {"train_speakers": 16, "utts_per_speaker": 6, "eval_speakers": 4, "dev_speakers": 4, "eval_utts_per_speaker": 3,
+         "min_dur": 1.0, "max_dur": 1.5}
+DEMOS = {
+    # 120 speakers per evaluation split: the speaker part of an EER interval is about +-14 %
+    # relative there, against +-31 % with 40 (benchmarks/eval_power.py, docs/benchmarks.md).
+    "table1": Demo("demo_experiment.yaml", {"eval_speakers": 120}, QUICK),
+    "speakers": Demo("study_speakers.yaml", {"train_speakers": 3000, "utts_per_speaker": 8, "eval_speakers": 100},
+                     {**QUICK, "train_speakers": 12}, out="demo-speakers"),
+}
+
+
+def demo_config(demo: Demo, corpus: Path, out: Path, quick: bool, seed: int, seeds: list[int] | None = None) -> ExperimentConfig:
+    """A packaged experiment with ``${CORPUS}`` and ``${OUT}`` filled in (and, for ``--quick``,
+    ``conf/demo_quick.yaml`` merged over it)."""
     conf = resources.files("jeffreys") / "conf"
-    with resources.as_file(conf / "demo_experiment.yaml") as path:
+    with resources.as_file(conf / demo.config) as path:
         patch = yaml.safe_load((conf / "demo_quick.yaml").read_text(encoding="utf-8")) if quick else {}
-        return load_experiment(path, {"seed": seed, "seeds": [seed]}, variables={"CORPUS": str(corpus)}, patch=patch)
+        overrides = {"seed": seed, **({"seeds": list(seeds)} if seeds else {})}
+        return load_experiment(path, overrides, variables={"CORPUS": str(corpus), "OUT": str(out)}, patch=patch)
 
 
-def build_corpus(dst: Path, quick: bool, seed: int, log) -> Path:
+def build_corpus(dst: Path, sizes: dict, seed: int, log) -> Path:
     """The embedded corpus at ``dst``, rebuilt only when missing or built with other sizes/seed."""
     from .corpora.synth import build_synth_corpus, validate_corpus
 
-    sizes = CORPUS_QUICK if quick else CORPUS_FULL
     want = {"seed": seed, "sizes": sizes}
     stamp = dst / ".demo_corpus.json"
     if dst.exists():
@@ -92,6 +115,7 @@ def save_demo_model(results: dict, out: Path, system: str, in_domain: str) -> Pa
         threshold=float(ev["eer_threshold"]),
         threshold_source=f"EER point of the demo's {in_domain} split (centred cosine), EER {ev['eer']:.4f}",
         system=system,
+        seed=seed,
     )
     return save_torch(data, out / "model.pt")
 
@@ -100,15 +124,20 @@ def cli_demo(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="jeffreys demo",
         description="The paper's Table 1 on the embedded corpus with the CPU model preset: builds "
-        "the corpus, trains AAM, AAM+LS (with and without weight decay) and AAM+Jeffreys, scores "
-        "in- and out-of-domain splits, prints the table, writes figures, results.json and the "
-        "Jeffreys model (model.pt) into --out.",
+        "the corpus, trains AAM, AAM+LS (with and without weight decay) and AAM+Jeffreys once per seed, "
+        "scores in- and out-of-domain splits, prints the table with intervals over seeds and speakers "
+        "and the paired comparisons, writes figures, results.json and the Jeffreys model (model.pt).",
     )
-    parser.add_argument("--out", type=Path, default=Path("demo"), help="output directory (default: ./demo)")
+    parser.add_argument("--out", type=Path, help="output directory (default: ./demo, ./demo-speakers for the study)")
     parser.add_argument("--quick", action="store_true", help="a smoke run of every stage in a couple of minutes (tiny corpus, few steps)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the corpus and of training (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the corpus, of subsets and bootstrap (default 0)")
+    parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="training seeds (default: the experiment's, 0 1 2)")
+    parser.add_argument("--study", choices=[k for k in DEMOS if k != "table1"],
+                        help="run a packaged study instead of Table 1: 'speakers' (the effect against the number "
+                        "of training speakers, 5 seeds, about an hour on 2 cores)")
     args = parser.parse_args(argv)
-    out = args.out
+    demo = DEMOS[args.study or "table1"]
+    out = args.out or Path(demo.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
 
@@ -116,16 +145,19 @@ def cli_demo(argv: list[str]) -> int:
         m, s = divmod(time.monotonic() - t0, 60)
         print(f"[{int(m):2d}:{s:04.1f}] {msg}", flush=True)
 
-    corpus = build_corpus(out / "corpus", args.quick, args.seed, log)
-    cfg = demo_config(corpus.resolve(), args.quick, args.seed)
+    corpus = build_corpus(out / "corpus", demo.quick_corpus if args.quick else demo.corpus, args.seed, log)
+    cfg = demo_config(demo, corpus.resolve(), out.resolve(), args.quick, args.seed, args.seeds)
     results = run_experiment(cfg, out, t0=t0)
-    in_domain = next(e.name for e in cfg.eval_sets if e.domain == "in")
-    model = save_demo_model(results, out, cfg.systems[-1].name, in_domain)
+    model = None
+    if demo is DEMOS["table1"]:
+        in_domain = next(e.name for e in cfg.eval_sets if e.domain == "in")
+        model = save_demo_model(results, out, cfg.systems[-1].name, in_domain)
     print()
     print(results["table_markdown"], end="")
     print(results["comparisons_markdown"], end="")
     print()
     print(f"jeffreys demo: done in {(time.monotonic() - t0) / 60:.1f} min. Results in {out}/: table.md, "
           f"results.json, gains.png (Fig. 3), det_*.png (Figs. 4-5), probe_*.png (Figs. 1-2), nontarget_*.png")
-    print(f"The Jeffreys model: {model} (try `jeffreys verify {model} a.wav b.wav`)")
+    if model is not None:
+        print(f"The Jeffreys model: {model} (try `jeffreys verify {model} a.wav b.wav`)")
     return 0

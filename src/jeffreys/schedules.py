@@ -1,7 +1,9 @@
 """Learning-rate and margin schedules of a training run, as pure functions of the step.
 
-Both are given in epochs in the config (fractions allowed) and evaluated per optimizer
-step, so a resumed run recomputes exactly the values the uninterrupted run used.
+Both are given in epochs in the config (fractions allowed), or with ``per: run`` in
+fractions of the whole run (a study training several data sizes for the same number of
+steps then gives each the same schedule), and evaluated per optimizer step, so a resumed
+run recomputes exactly the values the uninterrupted run used.
 
 * learning rate: linear warm-up from ``warmup_start · lr`` to ``lr`` over ``warmup_epochs``,
   then ``decay`` to ``final_lr`` at the last step: ``exponential`` (geometric, as
@@ -26,6 +28,7 @@ class ScheduleConfig:
     final_lr: float = 5e-5
     margin_start_epoch: float = 0.0
     margin_ramp_epochs: float = 0.0
+    per: Literal["epoch", "run"] = "epoch"  # the unit of the three timings above
 
     def __post_init__(self) -> None:
         for name in ("warmup_epochs", "margin_start_epoch", "margin_ramp_epochs"):
@@ -37,9 +40,17 @@ class ScheduleConfig:
             raise ValueError(f"final_lr must be positive for exponential decay, got {self.final_lr}")
 
 
+def _unit(steps_per_epoch: int, total_steps: int | None, cfg: ScheduleConfig) -> int:
+    if cfg.per == "epoch":
+        return steps_per_epoch
+    if total_steps is None:
+        raise ValueError("a schedule per run needs the run's total steps")
+    return total_steps
+
+
 def learning_rate(step: int, total_steps: int, steps_per_epoch: int, lr: float, cfg: ScheduleConfig) -> float:
     """Learning rate of optimizer step ``step`` (0-based) of ``total_steps``."""
-    warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
+    warmup = int(round(cfg.warmup_epochs * _unit(steps_per_epoch, total_steps, cfg)))
     if step < warmup:
         return lr * (cfg.warmup_start + (1.0 - cfg.warmup_start) * step / warmup)
     if cfg.decay == "none":
@@ -51,10 +62,11 @@ def learning_rate(step: int, total_steps: int, steps_per_epoch: int, lr: float, 
     return cfg.final_lr + 0.5 * (lr - cfg.final_lr) * (1.0 + math.cos(math.pi * t))
 
 
-def margin(step: int, steps_per_epoch: int, target: float, cfg: ScheduleConfig) -> float:
+def margin(step: int, steps_per_epoch: int, target: float, cfg: ScheduleConfig, total_steps: int | None = None) -> float:
     """Margin of the head at optimizer step ``step`` (0-based)."""
-    start = cfg.margin_start_epoch * steps_per_epoch
-    ramp = cfg.margin_ramp_epochs * steps_per_epoch
+    unit = _unit(steps_per_epoch, total_steps, cfg)
+    start = cfg.margin_start_epoch * unit
+    ramp = cfg.margin_ramp_epochs * unit
     if step < start:
         return 0.0
     if ramp <= 0:

@@ -458,7 +458,7 @@ class Trainer:
         lr = learning_rate(self.step, self.total_steps, self.steps_per_epoch, cfg.optim.lr, cfg.schedule)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        m = margin_at(self.step, self.steps_per_epoch, self.target_margin, cfg.schedule)
+        m = margin_at(self.step, self.steps_per_epoch, self.target_margin, cfg.schedule, self.total_steps)
         if hasattr(self.head, "margin"):
             self.head.margin = m
         waves = waves.to(self.device, non_blocking=True)
@@ -530,6 +530,7 @@ class Trainer:
                    desc=f"train {exp.name}", unit="step", dynamic_ncols=True)
         window: dict[str, torch.Tensor] = {}
         window_n, last_logged, t0, start_step = 0, {}, time.perf_counter(), self.step
+        self.cpu0 = time.process_time()  # this process's CPU (all its threads; not DataLoader workers)
         self.net.train()
         try:
             while self.step < self.total_steps:
@@ -594,6 +595,7 @@ class Trainer:
             result = {
                 "steps": self.step, "epochs": self.step / self.steps_per_epoch,
                 "steps_this_session": steps, "seconds_this_session": round(seconds, 3),
+                "cpu_seconds_this_session": round(time.process_time() - self.cpu0, 3),
                 "samples_per_second": round(steps * cfg.batch_size / seconds, 3) if seconds > 0 else None,
                 "last": last, "extractor_parameters": n_params, "num_classes": self.dataset.num_classes,
                 "world_size": self.dist.world, "device": str(self.device), "bundle": str(bundle),

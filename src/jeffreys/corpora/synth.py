@@ -65,8 +65,12 @@ SPLITS = (
     Split("other_lang", "oth", True, "clean"),
     Split("telephone", "tel", False, "telephone"),
     Split("reverberant", "rev", False, "reverberant"),
+    # Held-out speakers in the training conditions, for choosing a threshold or fitting a
+    # calibration without touching the splits whose EER is reported. Last, so that adding
+    # it left every other split as it was (each split's speakers are seeded by its index).
+    Split("dev", "dev", False, "clean"),
 )
-EVAL_SPLITS = tuple(s.name for s in SPLITS if s.name != "train")
+EVAL_SPLITS = tuple(s.name for s in SPLITS if s.name not in ("train", "dev"))
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,7 @@ class Sizes:
     utts_per_speaker: int = 20
     eval_speakers: int = 40
     eval_utts_per_speaker: int = 8
+    dev_speakers: int = 40  # the dev split (same utterances per speaker as the evaluation splits)
     min_dur: float = 2.0
     max_dur: float = 4.0
     nontargets_per_target: float = 4.0
@@ -89,8 +94,8 @@ class Sizes:
 
         if self.train_speakers < 1 or self.utts_per_speaker < 1:
             raise bad("--train-speakers and --utts-per-speaker must be >= 1")
-        if self.eval_speakers < 2 or self.eval_utts_per_speaker < 2:
-            raise bad("--eval-speakers and --eval-utts-per-speaker must be >= 2 (trials need targets and non-targets)")
+        if self.eval_speakers < 2 or self.eval_utts_per_speaker < 2 or self.dev_speakers < 2:
+            raise bad("--eval-speakers, --dev-speakers and --eval-utts-per-speaker must be >= 2 (trials need targets and non-targets)")
         if not 0.5 <= self.min_dur <= self.max_dur <= 30.0:
             raise bad(f"durations must satisfy 0.5 <= min ({self.min_dur}) <= max ({self.max_dur}) <= 30 seconds")
         if not 0 < self.nontargets_per_target < float("inf"):
@@ -389,7 +394,7 @@ def build_synth_corpus(dst: str | Path, seed: int = 0, *, overwrite: bool = Fals
     plan: list[tuple[Split, list[Speaker]]] = []
     for split in SPLITS:
         langs = cfg.other_languages if split.held_out_languages else cfg.train_languages
-        n = cfg.train_speakers if split.name == "train" else cfg.eval_speakers
+        n = {"train": cfg.train_speakers, "dev": cfg.dev_speakers}.get(split.name, cfg.eval_speakers)
         plan.append((split, plan_speakers(split, n, langs, seed)))
 
     try:
@@ -560,6 +565,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--utts-per-speaker", type=int, default=d.utts_per_speaker, help="training utterances per speaker")
     parser.add_argument("--eval-speakers", type=int, default=d.eval_speakers, help="speakers of each evaluation split")
     parser.add_argument("--eval-utts-per-speaker", type=int, default=d.eval_utts_per_speaker)
+    parser.add_argument("--dev-speakers", type=int, default=d.dev_speakers,
+                        help="speakers of the dev split (held out, training conditions: for thresholds and calibration)")
     parser.add_argument("--min-dur", type=float, default=d.min_dur, help="seconds")
     parser.add_argument("--max-dur", type=float, default=d.max_dur, help="seconds")
     parser.add_argument("--nontargets-per-target", type=float, default=d.nontargets_per_target)
