@@ -579,7 +579,7 @@ def cli_metrics(argv: list[str]) -> int:
             if args.utt2spk:
                 from pathlib import Path
 
-                from .data.datadir import read_table
+                from .data.tables import read_table
 
                 u2s = {parts[0]: parts[1] for _, parts in read_table(Path(args.utt2spk))}
             groups = speaker_groups(sc.enroll, u2s)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..data.datadir import read_datadir, read_table, write_datadir
+from ..data.datadir import read_datadir, write_datadir
+from ..data.tables import read_table
 from ..data.trials import write_trials
 from ..errors import InputError
 from ..fileio import atomic_dir, atomic_write

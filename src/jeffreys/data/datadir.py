@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..fileio import atomic_dir, atomic_write, read_text
+from .tables import read_table
 
 # A data dir's wav.scp pipes run only on request; how to ask depends on the caller.
 PIPES_OPT_IN = "opt in with --allow-pipes (in a training config: data.allow_pipes: true; in Python: allow_pipes=True)"
@@ -78,19 +79,6 @@ def spk2utt_of(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
     for utt in sorted(utt2spk):
         out.setdefault(utt2spk[utt], []).append(utt)
     return dict(sorted(out.items()))
-
-
-def read_table(path: Path, min_fields: int = 2, max_fields: int | None = 2) -> list[tuple[int, list[str]]]:
-    """Lines of a Kaldi table as (line number, fields); blank lines are errors."""
-    text = read_text(path)[1]
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        parts = line.split()
-        if len(parts) < min_fields or (max_fields is not None and len(parts) > max_fields):
-            want = f"{min_fields}" if max_fields == min_fields else f"{min_fields}+" if max_fields is None else f"{min_fields}-{max_fields}"
-            raise InputError(f"{path}:{n}: expected {want} fields, got {len(parts)}: {line.strip()!r}")
-        rows.append((n, parts))
-    return rows
 
 
 def _keyed(path: Path, rows: list[tuple[int, list[str]]], what: str = "id") -> dict[str, tuple[int, list[str]]]:
@@ -262,5 +250,5 @@ def write_datadir(
 
 
 __all__ = [
-    "DataDir", "PIPES_OPT_IN", "atomic_dir", "read_datadir", "read_table", "read_text", "spk2utt_of", "write_datadir",
+    "DataDir", "PIPES_OPT_IN", "atomic_dir", "read_datadir", "spk2utt_of", "write_datadir",
 ]

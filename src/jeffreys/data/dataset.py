@@ -69,7 +69,7 @@ def save_labels(path: str | Path, speakers: Sequence[str]) -> None:
 
 def load_labels(path: str | Path) -> list[str]:
     """Speakers in label order from a file written by :func:`save_labels`."""
-    from .datadir import read_table
+    from .tables import read_table
 
     path = Path(path)
     speakers: list[str] = []

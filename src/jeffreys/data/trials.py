@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..fileio import atomic_write, read_text
-from .datadir import read_table
+from .tables import read_table
 
 _KALDI = {"target": True, "nontarget": False}
 _VOX = {"1": True, "0": False}
