@@ -12,7 +12,6 @@ from jeffreys.config import from_dict
 from jeffreys.data.augment import (
     AugmentConfig,
     Augmenter,
-    coloured_noise,
     reverberate,
     scale_to_snr,
     simulate_rirs,
@@ -115,18 +114,6 @@ def test_reverberate_against_direct_convolution():
     np.testing.assert_allclose(reverberate(x, np.array([0, 0, 2.0], np.float32)), x, atol=1e-6)
 
 
-def test_coloured_noise_spectral_slopes():
-    rng = np.random.default_rng(0)
-    for exponent in (0.0, 1.0, 2.0):
-        x = coloured_noise(2**16, exponent, rng)
-        assert x.dtype == np.float32 and abs(np.std(x) - 1) < 1e-3
-        p = np.abs(np.fft.rfft(x)) ** 2
-        f = np.arange(len(p))
-        band = (f > 50) & (f < 20000)
-        slope = np.polyfit(np.log(f[band]), np.log(p[band]), 1)[0]
-        assert slope == pytest.approx(-exponent, abs=0.1)
-
-
 def test_synthetic_music_is_tonal():
     x = synthetic_music(SR, SR, np.random.default_rng(0))
     p = np.abs(np.fft.rfft(x)) ** 2
@@ -136,10 +123,10 @@ def test_synthetic_music_is_tonal():
 def test_simulated_rirs_decay_and_cache(cache):
     import pyroomacoustics as pra
 
-    rirs = simulate_rirs(4, SR, seed=3)
+    rirs = simulate_rirs(4, SR, seed=3)  # small and medium rooms, RT60 0.2-0.8 s
     for r in rirs:
         rt60 = pra.experimental.measure_rt60(r, fs=SR, decay_db=20)
-        assert 0.05 < rt60 < 1.5
+        assert 0.1 < rt60 < 1.0
     cfg = AugmentConfig(simulated_rirs=4, rir_seed=3, cache_dir=cache)
     first = simulated_rir_bank(cfg, SR)
     assert list(Path(cache).glob("rirs-*.npz"))

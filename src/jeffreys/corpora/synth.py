@@ -38,6 +38,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from ..acoustics import shoebox_rir
 from ..data.datadir import read_datadir, write_datadir
 from ..data.trials import read_trials
 from ..errors import InputError, nonnegative_int
@@ -257,7 +258,7 @@ def _speech(es: Espeak, texts: list[str], order: np.ndarray, start: int, seconds
 def _channel(x: np.ndarray, channel: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
     fs = SAMPLE_RATE
     if channel == "reverberant":
-        x = ch.ss.oaconvolve(x, ch.room_rir(fs, rng))[: x.size]
+        x = ch.ss.oaconvolve(x, shoebox_rir(fs, rng))[: x.size]
     x = ch.random_eq(x, fs, rng, spread_db=4.0)
     x = ch.add_noise(x, fs, rng, rng.uniform(15.0, 40.0))
     if channel == "telephone":

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import fftconvolve
 
+from ..acoustics import COLOURS, coloured_noise, shoebox_rir
 from ..audio import audio_duration, load_audio
 from ..errors import InputError
 from ..fileio import atomic_write
@@ -114,16 +115,6 @@ def reverberate(wave: np.ndarray, rir: np.ndarray) -> np.ndarray:
     return out * np.float32(np.sqrt(power(wave) / p_out)) if p_out > 0 else out
 
 
-def coloured_noise(n: int, exponent: float, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian noise with power spectrum ∝ 1/f**exponent (0 white, 1 pink, 2 brown)."""
-    spec = np.fft.rfft(rng.standard_normal(n))
-    f = np.arange(spec.shape[0], dtype=np.float64)
-    f[0] = f[1] if len(f) > 1 else 1.0
-    spec *= f ** (-exponent / 2)
-    x = np.fft.irfft(spec, n)
-    return (x / (np.std(x) + 1e-12)).astype(np.float32)
-
-
 def synthetic_music(n: int, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
     """Random notes (equal-tempered, a few harmonics, attack/decay), 1–3 voices."""
     out = np.zeros(n, np.float32)
@@ -142,25 +133,12 @@ def synthetic_music(n: int, sample_rate: int, rng: np.random.Generator) -> np.nd
 
 def simulate_rirs(count: int, sample_rate: int, seed: int) -> list[np.ndarray]:
     """Shoebox rooms after RIRS_NOISES: half small (1–10 m), half medium (10–30 m) sides,
-    RT60 0.2–0.8 s, random source and microphone (image source method, order ≤ 25)."""
-    import pyroomacoustics as pra
-
+    RT60 0.2–0.8 s, random source and microphone (:func:`jeffreys.acoustics.shoebox_rir`)."""
     rng = np.random.default_rng(seed)
     rirs = []
     for i in range(count):
         lo, hi = ((1.0, 10.0) if i % 2 == 0 else (10.0, 30.0))
-        dim = np.array([rng.uniform(lo, hi), rng.uniform(lo, hi), rng.uniform(2.0, 5.0)])
-        rt60 = rng.uniform(0.2, 0.8)
-        try:
-            absorption, order = pra.inverse_sabine(rt60, dim)
-        except ValueError:  # RT60 unreachable in a small room: as absorbent as allowed
-            absorption, order = 0.99, 3
-        room = pra.ShoeBox(dim, fs=sample_rate, materials=pra.Material(absorption), max_order=int(min(order, 25)))
-        margin = np.minimum(0.5, dim / 4)
-        room.add_source(rng.uniform(margin, dim - margin))
-        room.add_microphone(rng.uniform(margin, dim - margin))
-        room.compute_rir()
-        rirs.append(np.asarray(room.rir[0][0], dtype=np.float32))
+        rirs.append(shoebox_rir(sample_rate, rng, dims=((lo, lo, 2.0), (hi, hi, 5.0)), rt60=(0.2, 0.8)).astype(np.float32))
     return rirs
 
 
@@ -172,7 +150,7 @@ def _cache_dir(config: AugmentConfig) -> Path:
 
 def simulated_rir_bank(config: AugmentConfig, sample_rate: int) -> list[np.ndarray]:
     """The seeded RIR bank, read from the cache or generated and saved (atomically)."""
-    key = hashlib.sha1(f"v1 {config.simulated_rirs} {sample_rate} {config.rir_seed}".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"v2 {config.simulated_rirs} {sample_rate} {config.rir_seed}".encode()).hexdigest()[:12]
     path = _cache_dir(config) / f"rirs-{key}.npz"
     if path.is_file():
         try:
@@ -321,7 +299,7 @@ class Augmenter:
         if source is not None:
             return source.crop(rng, n)
         if kind == "noise":
-            return coloured_noise(n, float(rng.choice([0.0, 1.0, 2.0])), rng)
+            return coloured_noise(n, rng, str(rng.choice(COLOURS))).astype(np.float32)
         return synthetic_music(n, self.sample_rate, rng)
 
 
@@ -331,7 +309,6 @@ __all__ = [
     "KINDS",
     "scale_to_snr",
     "reverberate",
-    "coloured_noise",
     "synthetic_music",
     "simulate_rirs",
     "simulated_rir_bank",

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from ..fileio import atomic_dir, atomic_write, read_text
+from ..fileio import atomic_dir, atomic_write
 from .tables import read_table
 
 # A data dir's wav.scp pipes run only on request; how to ask depends on the caller.
