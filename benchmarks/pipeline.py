@@ -35,6 +35,7 @@ from jeffreys.data.augment import AugmentConfig, Augmenter
 from jeffreys.data.datadir import write_datadir
 from jeffreys.data.dataset import ChunkSampler, TrainDataset
 from jeffreys.features import Fbank
+from sample_cost import write_m4a  # benchmarks/sample_cost.py
 
 SR = 16000
 
@@ -51,26 +52,12 @@ def make_corpus(root: Path, speakers: int, utts: int, fmt: str) -> Path:
             x = sum(np.sin(k * phase) / k for k in range(1, 12)) * 0.05 + 0.002 * rng.standard_normal(n)
             path = root / f"s{s:03d}-{u:02d}.{fmt}"
             if fmt == "m4a":
-                write_m4a(path, x.astype(np.float32))
+                write_m4a(path, x.astype(np.float32), kbps=64)
             else:
                 sf.write(path, x.astype(np.float32), SR)
             utt = path.stem
             wav[utt], u2s[utt], dur[utt] = str(path), f"s{s:03d}", n / SR
     return write_datadir(root / "data", wav, u2s, utt2dur=dur)
-
-
-def write_m4a(path: Path, x: np.ndarray) -> None:
-    import av
-
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("aac", rate=SR, layout="mono")
-        for i in range(0, len(x), 1024):
-            frame = av.AudioFrame.from_ndarray(x[None, i : i + 1024], format="fltp", layout="mono")
-            frame.sample_rate, frame.pts = SR, i
-            for pkt in stream.encode(frame):
-                out.mux(pkt)
-        for pkt in stream.encode(None):
-            out.mux(pkt)
 
 
 def pipeline_rate(ds: TrainDataset, workers: int, batch: int, batches: int, fbank: Fbank, device: str) -> float:

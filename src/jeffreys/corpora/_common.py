@@ -61,6 +61,21 @@ def require(path: Path, what: str, corpus: str) -> Path:
     return path
 
 
+def preparer(corpus: str):
+    """Decorator of a ``prepare_NAME(src, dst, ...)`` function: ``src`` and ``dst`` arrive as
+    Paths and a missing ``src`` is refused in one line before any work."""
+    import functools
+
+    def deco(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(src, dst, *args, **kwargs):
+            return fn(require(Path(src), "corpus root", corpus), Path(dst), *args, **kwargs)
+
+        return wrapper
+
+    return deco
+
+
 def files_under(root: Path, suffix: str, corpus: str, what: str) -> list[Path]:
     """Every ``*suffix`` file below ``root`` (sorted); an error if there are none."""
     require(root, what, corpus)
@@ -93,14 +108,7 @@ def durations(wav: Mapping[str, str], skip: bool, jobs: int = 1) -> dict[str, fl
     corpora are read by ``jobs`` processes, with a progress bar on stderr."""
     if skip:
         return None
-    utts, paths = list(wav), list(wav.values())
-    bar = dict(total=len(paths), unit="file", desc="durations", disable=len(paths) < PROGRESS_ABOVE, file=sys.stderr)
-    if jobs > 1 and len(paths) >= PARALLEL_ABOVE:
-        with ProcessPoolExecutor(jobs) as pool:
-            secs = list(tqdm(pool.map(_duration, paths, chunksize=256), **bar))
-    else:
-        secs = [_duration(p) for p in tqdm(paths, **bar)]
-    return dict(zip(utts, secs))
+    return dict(zip(wav, parallel_map(_duration, list(wav.values()), jobs, "durations", chunksize=256)))
 
 
 @dataclass
@@ -114,6 +122,37 @@ class TrialList:
     @property
     def n_target(self) -> int:
         return sum(1 for _, _, y in self.rows if y)
+
+
+def parallel_map(fn: Callable, items: list, jobs: int, desc: str, *, chunksize: int = 16,
+                 parallel_above: int = PARALLEL_ABOVE, progress_above: int = PROGRESS_ABOVE) -> list:
+    """``[fn(x) for x in items]``, over ``jobs`` processes when there are enough items to pay
+    for starting them, with a progress bar on stderr for long lists."""
+    bar = dict(total=len(items), unit="file", desc=desc, disable=len(items) < progress_above, file=sys.stderr)
+    if jobs > 1 and len(items) >= parallel_above:
+        with ProcessPoolExecutor(jobs) as pool:
+            return list(tqdm(pool.map(fn, items, chunksize=chunksize), **bar))
+    return [fn(x) for x in tqdm(items, **bar)]
+
+
+def call_with_args(fn: Callable, args: argparse.Namespace, **renamed) -> int:
+    """The CLI's ``run(args)`` of a preparer: ``fn(args.src, args.dst, **options)``, each
+    further argument of ``fn`` taken from the argparse attribute of the same name (or the one
+    ``renamed`` gives); ``measure_durations`` is the inverse of ``--no-durations``."""
+    import inspect
+
+    kwargs = {}
+    for name, p in list(inspect.signature(fn).parameters.items())[2:]:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if name == "measure_durations":
+            kwargs[name] = not args.no_durations
+        elif name in renamed:
+            kwargs[name] = renamed[name]
+        elif hasattr(args, name):
+            kwargs[name] = getattr(args, name)
+    fn(args.src, args.dst, **kwargs)
+    return 0
 
 
 def map_trials(

@@ -21,18 +21,16 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
 
 from ..audio import load_audio
 from ..data.datadir import atomic_dir, read_datadir, write_datadir
 from ..errors import InputError
+from ._common import call_with_args, parallel_map
 
 FORMATS = {"flac": ("FLAC", "PCM_16"), "wav": ("WAV", "PCM_16")}
 PARALLEL_ABOVE = 64  # files; below, starting processes costs more than it saves
@@ -127,13 +125,8 @@ def convert_datadir(
         folder[key] = _plain_name(owner, f"{src / 'utt2spk'}") if owner else "_recordings"
     targets = {k: audio_dir / folder[k] / f"{k}.{fmt}" for k in keys}
     jobs_list = [(data.wav[k], str(targets[k]), fmt, sample_rate, allow_pipes) for k in keys]
-    workers = jobs or os.cpu_count() or 1
-    bar = dict(total=len(keys), unit="file", desc="convert", disable=len(keys) < PROGRESS_ABOVE, file=sys.stderr)
-    if workers > 1 and len(keys) >= PARALLEL_ABOVE:
-        with ProcessPoolExecutor(workers) as pool:
-            done = list(tqdm(pool.map(convert_one, jobs_list, chunksize=16), **bar))
-    else:
-        done = [convert_one(j) for j in tqdm(jobs_list, **bar)]
+    done = parallel_map(convert_one, jobs_list, jobs or os.cpu_count() or 1, "convert",
+                        parallel_above=PARALLEL_ABOVE, progress_above=PROGRESS_ABOVE)
     seconds = {k: s for k, (s, _) in zip(keys, done)}
     fresh = sum(1 for _, new in done if new)
 
@@ -159,8 +152,4 @@ def convert_datadir(
 
 
 def run(args) -> int:
-    convert_datadir(
-        args.src, args.dst, args.audio_dir, fmt=args.format, sample_rate=args.sample_rate,
-        jobs=args.jobs, overwrite=args.overwrite, allow_pipes=args.allow_pipes,
-    )
-    return 0
+    return call_with_args(convert_datadir, args, fmt=args.format)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ..data.trials import parse_trial_line
 from ..errors import InputError
-from ._common import DirSpec, add_io_arguments, map_trials, read_rows, require, write_dirs
+from ._common import DirSpec, add_io_arguments, call_with_args, map_trials, preparer, read_rows, require, write_dirs
 
 ARRAYS = ("U01", "U02", "U03", "U04", "U05")
 
@@ -102,6 +102,7 @@ def collect(src: Path, splits: list[str], mics: list[str], channel: int, min_dur
     return wav, segments, utt2spk, spk2gender, short
 
 
+@preparer("dipco")
 def prepare_dipco(
     src: str | Path,
     dst: str | Path,
@@ -115,8 +116,6 @@ def prepare_dipco(
     overwrite: bool = False,
 ) -> Path:
     """Write the DiPCo segments data dir (and the given trial lists) at ``dst``; print what was found."""
-    src, dst = Path(src), Path(dst)
-    require(src, "corpus root", "dipco")
     mics = [m.strip() for m in (mics.split(",") if isinstance(mics, str) else mics) if m.strip()]
     bad = [m for m in mics if m not in ("close-talk", *ARRAYS)]
     if bad or not mics:
@@ -153,8 +152,4 @@ def prepare_dipco(
 
 
 def run(args) -> int:
-    prepare_dipco(
-        args.src, args.dst, split=args.split, mics=args.mics, channel=args.channel, min_dur=args.min_dur,
-        trials=args.trials, drop_missing=args.drop_missing, overwrite=args.overwrite,
-    )
-    return 0
+    return call_with_args(prepare_dipco, args)

@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
-from ._common import DirSpec, add_io_arguments, durations, files_under, read_rows, require, write_dirs
+from ._common import DirSpec, add_io_arguments, call_with_args, durations, files_under, preparer, read_rows, write_dirs
 
 PARTS = ("noise", "music", "speech")
 
@@ -60,6 +60,7 @@ def prepare_part(src: Path, part: str, *, no_vocals: bool = False, measure_durat
     return spec
 
 
+@preparer("musan")
 def prepare_musan(
     src: str | Path,
     dst: str | Path,
@@ -71,8 +72,6 @@ def prepare_musan(
     overwrite: bool = False,
 ) -> Path:
     """Write ``dst/noise``, ``dst/music``, ``dst/speech`` (those of ``parts``); print what was found."""
-    src, dst = Path(src), Path(dst)
-    require(src, "corpus root", "musan")
     parts = [p.strip() for p in (parts.split(",") if isinstance(parts, str) else parts) if p.strip()]
     bad = [p for p in parts if p not in PARTS]
     if bad or not parts:
@@ -84,8 +83,4 @@ def prepare_musan(
 
 
 def run(args) -> int:
-    prepare_musan(
-        args.src, args.dst, parts=args.parts, no_vocals=args.no_vocals,
-        measure_durations=not args.no_durations, jobs=args.jobs, overwrite=args.overwrite,
-    )
-    return 0
+    return call_with_args(prepare_musan, args)

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
-from ._common import DirSpec, add_io_arguments, durations, files_under, read_rows, require, utt_id, write_dirs
+from ._common import DirSpec, add_io_arguments, call_with_args, durations, files_under, preparer, read_rows, require, utt_id, write_dirs
 
 ROOMS = ("smallroom", "mediumroom", "largeroom")
 
@@ -50,6 +50,7 @@ def read_rir_list(path: Path, base: Path, anchor: str) -> dict[str, Path]:
     return out
 
 
+@preparer("rirs")
 def prepare_rirs(
     src: str | Path,
     dst: str | Path,
@@ -60,8 +61,6 @@ def prepare_rirs(
     overwrite: bool = False,
 ) -> Path:
     """Write the RIR data dir at ``dst`` from whichever simulated room types are present; print what was found."""
-    src, dst = Path(src), Path(dst)
-    require(src, "corpus root", "rirs")
     sim = src / "simulated_rirs"
     if not sim.is_dir() and any((src / room).is_dir() for room in ROOMS):
         sim = src  # SRC is simulated_rirs/ itself
@@ -102,5 +101,4 @@ def prepare_rirs(
 
 
 def run(args) -> int:
-    prepare_rirs(args.src, args.dst, real=args.real, measure_durations=not args.no_durations, jobs=args.jobs, overwrite=args.overwrite)
-    return 0
+    return call_with_args(prepare_rirs, args)

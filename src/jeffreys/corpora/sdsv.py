@@ -25,7 +25,7 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
-from ._common import MAX_LISTED, DirSpec, add_io_arguments, durations, files_under, map_trials, read_rows, require, write_dirs
+from ._common import MAX_LISTED, DirSpec, add_io_arguments, call_with_args, durations, files_under, map_trials, preparer, read_rows, require, write_dirs
 
 _LABELS = {"target": True, "nontarget": False, "tgt": True, "imp": False, "1": True, "0": False}
 
@@ -99,6 +99,7 @@ def read_trial_rows(path: Path, key: Path | None) -> tuple[list[tuple[int, str, 
     return [], pairs
 
 
+@preparer("sdsv")
 def prepare_sdsv(
     src: str | Path,
     dst: str | Path,
@@ -110,8 +111,6 @@ def prepare_sdsv(
     overwrite: bool = False,
 ) -> Path:
     """Write the SdSV task 2 data dir at ``dst`` (``trials``, or ``trial_pairs`` without a key); print what was found."""
-    src, dst = Path(src), Path(dst)
-    require(src, "corpus root", "sdsv")
     enroll_path = require(src / "docs/model_enrollment.txt", "model enrolment list", "sdsv")
     trials_path = require(src / "docs/trials.txt", "trial list", "sdsv")
     enroll_wav = {f.stem: str(f.resolve()) for f in files_under(src / "wav/enrollment", ".wav", "sdsv", "enrolment audio")}
@@ -153,8 +152,4 @@ def prepare_sdsv(
 
 
 def run(args) -> int:
-    prepare_sdsv(
-        args.src, args.dst, key=args.key, drop_missing=args.drop_missing,
-        measure_durations=not args.no_durations, jobs=args.jobs, overwrite=args.overwrite,
-    )
-    return 0
+    return call_with_args(prepare_sdsv, args)

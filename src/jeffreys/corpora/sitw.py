@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 
 from ..errors import InputError
-from ._common import DirSpec, add_io_arguments, durations, files_under, map_trials, read_rows, require, write_dirs
+from ._common import DirSpec, add_io_arguments, call_with_args, durations, files_under, map_trials, preparer, read_rows, require, write_dirs
 
 _LABELS = {"tgt": True, "imp": False, "target": True, "nontarget": False}
 KEYS = ("core-core", "core-multi", "assist-core", "assist-multi")
@@ -124,6 +124,7 @@ def prepare_split(root: Path, key_name: str, *, drop_missing: bool = False, meas
     return spec
 
 
+@preparer("sitw")
 def prepare_sitw(
     src: str | Path,
     dst: str | Path,
@@ -136,8 +137,6 @@ def prepare_sitw(
     overwrite: bool = False,
 ) -> Path:
     """Write SITW data dirs at ``dst`` (``dst/dev``, ``dst/eval``; one split: ``dst``); print what was found."""
-    src, dst = Path(src), Path(dst)
-    require(src, "corpus root", "sitw")
     if key not in KEYS:
         raise InputError(f"--key: unknown key {key!r} (choose among {', '.join(KEYS)})")
     splits = ("dev", "eval") if split == "both" else (split,)
@@ -149,8 +148,4 @@ def prepare_sitw(
 
 
 def run(args) -> int:
-    prepare_sitw(
-        args.src, args.dst, split=args.split, key=args.key, drop_missing=args.drop_missing,
-        measure_durations=not args.no_durations, jobs=args.jobs, overwrite=args.overwrite,
-    )
-    return 0
+    return call_with_args(prepare_sitw, args)

@@ -434,7 +434,7 @@ def _render_all(jobs_list: list[_Job], jobs: int, progress: bool) -> dict[str, l
 
     ctx = mp.get_context("fork")
     if any(job.channel == "reverberant" for job in jobs_list):
-        import pyroomacoustics  # noqa: F401  (imported once here, not in every child)
+        import pyroomacoustics  # noqa: F401  # imported once here, not in every child
     bar = None
     if progress:
         from tqdm import tqdm

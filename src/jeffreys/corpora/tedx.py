@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ._common import DirSpec, TrialList, add_io_arguments, durations, files_under, require, write_dirs
+from ._common import DirSpec, TrialList, add_io_arguments, call_with_args, durations, files_under, preparer, write_dirs
 
 NAME = re.compile(r"^TEDX_([MF])_(\d+)_SPA_(\d+)$")
 ENUMERATE_BELOW = 4  # enumerate all non-target pairs when fewer than this many times the request
@@ -140,6 +140,7 @@ def sample_trials(utts: list[str], utt2spk: dict[str, str], spk2gender: dict[str
     return [(utts[pairs[i, 0]], utts[pairs[i, 1]], bool(label[i])) for i in order]
 
 
+@preparer("tedx")
 def prepare_tedx(
     src: str | Path,
     dst: str | Path,
@@ -153,8 +154,6 @@ def prepare_tedx(
     overwrite: bool = False,
 ) -> Path:
     """Write the TEDx data dir with the derived same-gender trials at ``dst``; print what was found."""
-    src, dst = Path(src), Path(dst)
-    require(src, "corpus root", "tedx")
     files = files_under(src / "speech", ".wav", "tedx", "TEDx speech/**/TEDX_G_NNN_SPA_NNNN.wav")
     wav: dict[str, str] = {}
     for f in files:
@@ -184,8 +183,4 @@ def prepare_tedx(
 
 
 def run(args) -> int:
-    prepare_tedx(
-        args.src, args.dst, n_target=args.n_target, n_nontarget=args.n_nontarget, seed=args.seed,
-        min_dur=args.min_dur, max_dur=args.max_dur, jobs=args.jobs, overwrite=args.overwrite,
-    )
-    return 0
+    return call_with_args(prepare_tedx, args)

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ..data.trials import parse_trial_line
 from ..errors import InputError
-from ._common import DirSpec, TrialList, add_io_arguments, durations, files_under, map_trials, read_rows, require, utt_id, write_dirs
+from ._common import DirSpec, TrialList, add_io_arguments, call_with_args, durations, files_under, map_trials, preparer, read_rows, require, utt_id, write_dirs
 
 META_URL = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/meta/"
 # list -> (cleaned names, original names); the first name is the published one.
@@ -267,6 +267,7 @@ def _selected_lists(split: str, trials: Sequence[str] | str | None, paths: Mappi
 
 
 # ------------------------------------------------------------------ preparers
+@preparer("voxceleb1")
 def prepare_voxceleb1(
     src: str | Path,
     dst: str | Path,
@@ -287,8 +288,6 @@ def prepare_voxceleb1(
     ``trials``: lists among "O", "E", "H" ("none" or [] for none; default: those the split
     covers, each of which must be found); ``trial_paths`` gives lists by path
     ({"O": path}); ``trials_dirs`` are searched before SRC and SRC/meta."""
-    src, dst = Path(src), Path(dst)
-    require(src, "corpus root", "voxceleb1")
     paths = {k.upper(): Path(v) for k, v in (trial_paths or {}).items() if v is not None}
     names = _selected_lists(split, trials, paths)
     audio_roots("voxceleb1", src)  # no audio at all is the first thing to say
@@ -311,6 +310,7 @@ def prepare_voxceleb1(
     return dst
 
 
+@preparer("voxceleb2")
 def prepare_voxceleb2(
     src: str | Path,
     dst: str | Path,
@@ -322,8 +322,6 @@ def prepare_voxceleb2(
     overwrite: bool = False,
 ) -> Path:
     """Write the VoxCeleb2 data dir (m4a paths) at ``dst``; print what was found."""
-    src, dst = Path(src), Path(dst)
-    require(src, "corpus root", "voxceleb2")
     if split in ("dev", "all") and not (src / "dev/aac").is_dir() and (src / "aac").is_dir() and _find_meta("voxceleb2", src, Path(meta) if meta else None) is None:
         raise InputError(
             f"{src / 'dev/aac'}: not found (VoxCeleb2 dev, what vox2_dev_aac unpacks to); {src / 'aac'} is what "
@@ -338,15 +336,6 @@ def prepare_voxceleb2(
 
 def run(args) -> int:
     if args._corpus == "voxceleb1":
-        prepare_voxceleb1(
-            args.src, args.dst, split=args.split, trials=args.trials,
-            trial_paths={t: getattr(args, f"trials_{t.lower()}") for t in VOX1_LISTS},
-            trials_dirs=args.trials_dir, original=args.original, meta=args.meta,
-            drop_missing=args.drop_missing, measure_durations=not args.no_durations, jobs=args.jobs, overwrite=args.overwrite,
-        )
-    else:
-        prepare_voxceleb2(
-            args.src, args.dst, split=args.split, meta=args.meta,
-            measure_durations=not args.no_durations, jobs=args.jobs, overwrite=args.overwrite,
-        )
-    return 0
+        return call_with_args(prepare_voxceleb1, args, trial_paths={t: getattr(args, f"trials_{t.lower()}") for t in VOX1_LISTS},
+                              trials_dirs=args.trials_dir)
+    return call_with_args(prepare_voxceleb2, args)
