@@ -194,3 +194,20 @@ def test_seeds_give_seed_means_and_the_comparisons_block(mini, tmp_path):
         load_experiment(_config(mini, {"systems": [{"name": "a", "model": "a.pt"}], "seeds": [0, 1]}))
     with pytest.raises(InputError, match="reference 'zz' is not another system"):
         load_experiment(_config(mini, {"systems": [{"name": "a", "model": "a.pt", "reference": "zz"}]}))
+
+
+def test_parallel_evaluation_gives_the_same_results(mini, tmp_path):
+    base = {"seeds": [0, 1], "systems": [{"name": "a", "model": "a{seed}.pt"}, {"name": "b", "model": "b{seed}.pt"}],
+            "eval_sets": [{"name": "ind", "data": "ind", "domain": "in"}], "figures": True}
+    for name in ("a", "b"):
+        for seed in (0, 1):
+            if not (mini / f"{name}{seed}.pt").is_file():
+                torch.manual_seed(100 * ord(name) + seed)
+                save_bundle(mini / f"{name}{seed}.pt", SpeakerModel(TINY), build_head("aam", 8, 6, scale=30.0, margin=0.2),
+                            [f"s{s:02d}" for s in range(6)])
+    one = run_experiment(load_experiment(_config(mini, base)), tmp_path / "one", quiet=True)
+    two = run_experiment(load_experiment(_config(mini, {**base, "eval_jobs": 2})), tmp_path / "two", quiet=True)
+    for s in ("a", "b"):
+        assert one["systems"][s]["eval"] == two["systems"][s]["eval"]
+        assert one["systems"][s]["runs"]["1"]["eval"] == two["systems"][s]["runs"]["1"]["eval"]
+    assert one["comparisons"] == two["comparisons"] and (tmp_path / "two" / "probe_outputs.png").is_file()

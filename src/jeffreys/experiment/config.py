@@ -123,6 +123,7 @@ class ExperimentConfig:
     probe: ProbeSpec = field(default_factory=ProbeSpec)
     extract: ExtractSpec = field(default_factory=ExtractSpec)
     train_jobs: int = 1  # trainings run at the same time (subprocesses sharing the cores)
+    eval_jobs: int = 1  # runs evaluated at the same time (processes of one thread each)
     # Training command prefix, e.g. [torchrun, --standalone, --nproc_per_node=8]: each run is
     # `LAUNCHER -m jeffreys train ...`, one at a time (run without a shell).
     train_launcher: list[str] = field(default_factory=list)
@@ -145,8 +146,8 @@ class ExperimentConfig:
                 raise ValueError(f"system {s.name!r}: give 'model' (reuse), 'config' (train), or an experiment-level 'base' or 'train'")
             if s.model is not None and len(self.seeds) > 1 and "{seed}" not in s.model:
                 raise ValueError(f"system {s.name!r}: one reused model for {len(self.seeds)} seeds; put {{seed}} in its path")
-        if self.train_jobs < 1:
-            raise ValueError(f"train_jobs must be >= 1, got {self.train_jobs}")
+        if self.train_jobs < 1 or self.eval_jobs < 1:
+            raise ValueError(f"train_jobs and eval_jobs must be >= 1, got {self.train_jobs} and {self.eval_jobs}")
         names = [s.name for s in self.systems]
         if self.baseline is not None and self.baseline not in names:
             raise ValueError(f"baseline {self.baseline!r} is not a system")

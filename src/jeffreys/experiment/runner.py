@@ -187,6 +187,53 @@ def evaluate_run(run: Run, evals: list[EvalSet], cfg: ExperimentConfig, out: Pat
     run.result = res
 
 
+# Set by evaluate_runs just before forking its workers, which inherit it.
+_SHARED: dict = {}
+
+
+class _QuietLog:
+    """The experiment's log without progress bars (several processes write to one terminal)."""
+
+    quiet = True
+
+    def __init__(self, log):
+        self.log = log
+
+    def __call__(self, msg: str) -> None:
+        self.log(msg)
+
+
+def _evaluate_child(index: int):
+    import torch
+
+    torch.set_num_threads(1)  # one process per core
+    run, (evals, cfg, out, stamps, log) = _SHARED["runs"][index], _SHARED["args"]
+    evaluate_run(run, evals, cfg, out, stamps, _QuietLog(log))
+    return run.result, run.scored, run.train_ids, run.train_emb, run.train_labels
+
+
+def evaluate_runs(runs: list[Run], evals: list[EvalSet], cfg: ExperimentConfig, out: Path, stamps: Stamps, log) -> None:
+    """:func:`evaluate_run` for every run, ``cfg.eval_jobs`` processes at a time. (Forked from
+    this thread, all up front: leaving the block, by an error or SIGTERM, terminates them.)"""
+    if cfg.eval_jobs <= 1 or len(runs) <= 1:
+        for run in runs:
+            evaluate_run(run, evals, cfg, out, stamps, log)
+        return
+    import multiprocessing as mp
+
+    from ..models import load_bundle
+
+    _SHARED.update(runs=runs, args=(evals, cfg, out, stamps, log))
+    try:
+        with mp.get_context("fork").Pool(min(cfg.eval_jobs, len(runs))) as pool:
+            done = pool.map(_evaluate_child, range(len(runs)), chunksize=1)
+    finally:
+        _SHARED.clear()
+    for run, (result, scored, ids, emb, labels) in zip(runs, done):
+        run.result, run.scored, run.train_ids, run.train_emb, run.train_labels = result, scored, ids, emb, labels
+        run.bundle = load_bundle(run.model)
+
+
 def run_experiment(cfg: ExperimentConfig, out: str | Path, *, quiet: bool = False, t0: float | None = None,
                    only_train: bool = False) -> dict:
     """Run (or finish) the experiment into ``out``; return the content of ``results.json``.
@@ -221,8 +268,7 @@ def run_experiment(cfg: ExperimentConfig, out: str | Path, *, quiet: bool = Fals
         if only_train:
             log(f"trained: {len(runs)} runs ({len(jobs)} this time)")
             return {"models": {f"{r.system.name}/seed-{r.seed}": str(r.model) for r in runs}}
-        for run in runs:
-            evaluate_run(run, evals, cfg, out, stamps, log)
+        evaluate_runs(runs, evals, cfg, out, stamps, log)
         results = write_results(cfg, out, evals, runs, log, train_seconds=train_seconds,
                                 wall_seconds=round(time.monotonic() - t_start, 1))
         return results
