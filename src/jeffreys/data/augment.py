@@ -143,7 +143,9 @@ def synthetic_music(n: int, sample_rate: int, rng: np.random.Generator) -> np.nd
 def simulate_rirs(count: int, sample_rate: int, seed: int) -> list[np.ndarray]:
     """Shoebox rooms after RIRS_NOISES: half small (1–10 m), half medium (10–30 m) sides,
     RT60 0.2–0.8 s, random source and microphone (image source method, order ≤ 25)."""
-    import pyroomacoustics as pra
+    from ..extras import require
+
+    pra = require("pyroomacoustics", "simulated rooms (augmentation without an RIR data dir)")
 
     rng = np.random.default_rng(seed)
     rirs = []
