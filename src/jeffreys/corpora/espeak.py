@@ -52,7 +52,6 @@ def packaged_data_dir() -> Path:
     from ..extras import require
 
     espeakng_loader = require("espeakng_loader", "the embedded corpus")
-    require("pyroomacoustics", "the embedded corpus (its reverberant split)")  # the rest of [synth], checked up front
     return Path(espeakng_loader.get_data_path())
 
 
