@@ -29,14 +29,17 @@ duration and the speakers themselves. ``calibrate`` measures the model where it 
    report only). ``jeffreys export`` carries them into the ONNX metadata, so ``verify``,
    :func:`jeffreys.load` and an ONNX deployment decide alike.
 
-How many more speakers would halve an interval: the interval is measured again on random
-subsets of a quarter and a half of the speakers (each trial kept when both its speakers
-are in the subset; several subsets, fewer replicates), its width ``w`` is fitted as
-``w ~ c * N^-g`` over the subset sizes and the whole set, and ``N * 2^(1/g) - N`` more speakers
-halve it (with the usual ``g = 1/2``: three times as many more). The estimate assumes new
-speakers like these (same population, recordings per speaker and kind of trials) and the
-power law holding beyond the sizes measured; with fewer than 12 speakers, or when the width
-does not shrink across the subsets, it is not given.
+How many more speakers would halve an interval: the speaker bootstrap is run again drawing
+``m`` speakers (with replacement, each with all its trials) for ``m`` from half to up to 16
+times the N speakers observed (until every interval has halved), the width of each
+measure's 95 % interval is fitted as ``width ~ c * m^-g`` over those sizes, and
+``N * 2^(1/g) - N`` more speakers halve it. The estimate assumes that new speakers are like
+these: drawn from the population these N stand for, with as many recordings and trials each
+(the N observed speakers are that population's only picture: speakers unlike any of them are
+not foreseen). For a measure that averages per-speaker contributions ``g`` is about 1/2 and
+the answer about 3N; the fitted ``g`` says how far a measure departs from that. With fewer
+than 10 enrolment speakers it is not given; a measure whose width does not halve within 16N
+is reported as such.
 """
 
 from __future__ import annotations
@@ -53,10 +56,10 @@ from .errors import InputError, finite, nonnegative_int
 from .extract import DEFAULT_BATCH_SECONDS, DEFAULT_MAX_CHUNK_SECONDS, add_policy_arguments
 
 DEFAULT_MAX_TRIALS = 20000
-SUBSET_FRACTIONS = (0.25, 0.5)
-SUBSET_DRAWS = 4
-SUBSET_BOOT = 200
-MIN_SPEAKERS_HALVING = 12  # a quarter of them: 3 speakers, the smallest subset measured (4)
+# multiples of the observed speakers drawn by the bootstraps that measure how intervals shrink
+HALVING_GRID = (0.5, 1, 1.5, 2, 3, 4, 6, 8, 12, 16)
+HALVING_BOOT = 300  # replicates per size (fewer when the main bootstrap has fewer)
+MIN_SPEAKERS_HALVING = 10
 REPORTED = ("false_accept", "false_reject", "eer", "min_dcf", "act_dcf", "cllr", "min_cllr")
 
 
@@ -137,53 +140,66 @@ def speaker_bootstrap(scores, llr, labels, groups, threshold, ps, n_boot, seed, 
     return values, {k: percentile_interval([r[k] for r in rows], ci) for k in values}
 
 
-def halving(scores, llr, labels, enroll_spk, test_spk, threshold, ps, widths, seed) -> dict:
-    """Per measure: the fitted exponent g of ``width ~ N^-g`` and the speakers to add to halve
-    the interval (module docstring); None where it cannot be estimated."""
-    speakers = sorted(set(enroll_spk) | set(test_spk))
-    n = len(speakers)
-    out = {"speakers": n, "fractions": list(SUBSET_FRACTIONS), "draws": SUBSET_DRAWS, "n_boot": SUBSET_BOOT, "measures": {}}
+def _widths(t_llr, t_score, threshold, ps, draws: int, n_boot: int, seed: int, ci: float = 0.95) -> dict[str, float]:
+    """Width of each measure's percentile interval over ``n_boot`` replicates of ``draws``
+    speakers drawn with replacement from the observed ones (more or fewer than there are)."""
+    from .metrics import percentile_interval
+
+    rng = np.random.default_rng(seed)
+    n = t_llr.n_groups
+    rows = []
+    for _ in range(n_boot):
+        w = np.bincount(rng.integers(0, n, draws), minlength=n)
+        if t_llr.has_both(group_w=w):
+            rows.append(_measures(t_llr, t_score, threshold, ps, w))
+    if len(rows) < n_boot // 2:
+        return {}
+    return {k: float(np.subtract(*percentile_interval([r[k] for r in rows], ci)[::-1])) for k in rows[0]}
+
+
+def halving(scores, llr, labels, groups, threshold, ps, seed, n_boot: int = HALVING_BOOT) -> dict:
+    """Per measure: the exponent g of ``width ~ m^-g`` fitted to the interval widths of
+    speaker bootstraps drawing ``m`` speakers (``m`` on :data:`HALVING_GRID`, multiples of the
+    N observed, until every width has halved) and the speakers to add to halve the interval,
+    ``N * 2^(1/g) - N`` (module docstring); None where the width did not halve."""
+    from .metrics import SortedTrials
+
+    groups = np.asarray(groups)
+    t_llr, t_score = SortedTrials(llr, labels, groups), SortedTrials(scores, labels, groups)
+    n = t_llr.n_groups
+    out = {"speakers": n, "grid": list(HALVING_GRID), "n_boot": n_boot, "measures": {}}
     if n < MIN_SPEAKERS_HALVING:
-        out["why_not"] = f"{n} speakers; at least {MIN_SPEAKERS_HALVING} are needed to measure how the intervals shrink"
+        out["why_not"] = f"{n} enrolment speakers; at least {MIN_SPEAKERS_HALVING} are needed to stand for their population"
         return out
-    rng = np.random.default_rng(seed + 1)
-    sizes, mean_widths = [], []
-    for f in SUBSET_FRACTIONS:
-        m = max(4, round(f * n))
-        acc: dict[str, list[float]] = {}
-        for d in range(SUBSET_DRAWS):
-            subset = set(rng.choice(speakers, m, replace=False).tolist())
-            keep = np.array([e in subset and t in subset for e, t in zip(enroll_spk, test_spk)])
-            if not (labels[keep].any() and (~labels[keep]).any()):
-                continue
-            try:
-                _, cis = speaker_bootstrap(scores[keep], llr[keep], labels[keep], np.asarray(enroll_spk)[keep], threshold,
-                                           ps, SUBSET_BOOT, seed + 100 * d + m)
-            except InputError:
-                continue
-            for k, (lo, hi) in cis.items():
-                acc.setdefault(k, []).append(hi - lo)
+    sizes, widths = [], []
+    for f in HALVING_GRID:
+        m = max(2, round(f * n))
+        w = _widths(t_llr, t_score, threshold, ps, m, n_boot, seed + 7919 * m)
         sizes.append(m)
-        mean_widths.append({k: float(np.mean(v)) for k, v in acc.items()})
-    sizes.append(n)
-    mean_widths.append({k: hi - lo for k, (lo, hi) in widths.items()})
-    for k in widths:
-        pts = [(s, w[k]) for s, w in zip(sizes, mean_widths) if w.get(k, 0) > 0]
-        entry: dict = {"widths": {str(s): w for s, w in pts}}
-        if len(pts) >= 2:
+        widths.append(w)
+        at_n = widths[HALVING_GRID.index(1)] if f >= 1 else None
+        if at_n and w and all(w[k] <= at_n[k] / 2 for k in at_n if at_n[k] > 0):
+            break  # every measure has halved
+    base = widths[HALVING_GRID.index(1)]
+    for k in base:
+        pts = [(m, w[k]) for m, w in zip(sizes, widths) if w.get(k, 0) > 0]
+        entry: dict = {"widths": {str(m): w for m, w in pts}, "more_speakers": None, "exponent": None}
+        if len(pts) >= 3:
             x, y = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
             g = -float(np.polyfit(x, y, 1)[0])
             entry["exponent"] = g
-            entry["more_speakers"] = int(math.ceil(n * 2 ** (1 / g) - n)) if g > 0.05 else None
-        else:
-            entry["exponent"], entry["more_speakers"] = None, None
+            reached = any(m > n and w <= base[k] / 2 for m, w in pts)
+            if g > 0.05 and reached:  # halved within the grid: read off the fitted curve
+                entry["more_speakers"] = int(math.ceil(n * 2 ** (1 / g) - n))
         out["measures"][k] = entry
     return out
 
 
-def held_out(scores, labels, enroll_spk, test_spk, prior: float, mode: dict, folds: int, seed: int) -> dict:
+def held_out(scores, labels, enroll_spk, test_spk, prior: float, mode: dict, folds: int, seed: int,
+             full: tuple | None = None) -> dict:
     """Calibration and threshold fitted without a fold's speakers, applied to the trials
-    among them; pooled over the folds."""
+    among them; pooled over the folds. ``full``: (calibration, threshold) fitted on all the
+    trials, whose figures on the same held-out trials are given alongside (``in_sample``)."""
     from .metrics import evaluate
     from .scoring import LinearCalibration
 
@@ -194,7 +210,7 @@ def held_out(scores, labels, enroll_spk, test_spk, prior: float, mode: dict, fol
     order = np.random.default_rng(seed + 2).permutation(len(speakers))
     fold_of = {speakers[i]: k % folds for k, i in enumerate(order)}
     fe, ft = np.array([fold_of[s] for s in enroll_spk]), np.array([fold_of[s] for s in test_spk])
-    llr_out, acc_out, lab_out = [], [], []
+    llr_out, acc_out, lab_out, idx_out = [], [], [], []
     for k in range(folds):
         train = (fe != k) & (ft != k)
         test = (fe == k) & (ft == k)
@@ -207,6 +223,7 @@ def held_out(scores, labels, enroll_spk, test_spk, prior: float, mode: dict, fol
         llr_out.append(cal.apply(scores[test]))
         acc_out.append(scores[test] >= t)
         lab_out.append(labels[test])
+        idx_out.append(np.flatnonzero(test))
     if not lab_out:
         return {"folds": folds, "why_not": "no fold had trials of both kinds to fit on and to test"}
     llr, acc, lab = np.concatenate(llr_out), np.concatenate(acc_out), np.concatenate(lab_out)
@@ -216,6 +233,12 @@ def held_out(scores, labels, enroll_spk, test_spk, prior: float, mode: dict, fol
         m = evaluate(llr, lab, p_targets=(p,))
         out.update(false_accept=float(acc[~lab].mean()), false_reject=float((~acc[lab]).mean()),
                    act_dcf={f"{p:g}": m["act_dcf"][p]}, cllr=m["cllr"])
+        if full is not None:
+            cal, t = full
+            idx = np.concatenate(idx_out)
+            acc_in, m_in = scores[idx] >= t, evaluate(cal.apply(scores[idx]), lab, p_targets=(p,))
+            out["in_sample"] = {"false_accept": float(acc_in[~lab].mean()), "false_reject": float((~acc_in[lab]).mean()),
+                                "act_dcf": {f"{p:g}": m_in["act_dcf"][p]}, "cllr": m_in["cllr"]}
     return out
 
 
@@ -318,7 +341,6 @@ def calibrate(
     enroll_spk = speaker_groups(enroll, dd.utt2spk)
     test_spk = speaker_groups(test, dd.utt2spk)
     values, cis = speaker_bootstrap(scores, llr, labels, enroll_spk, t, ps, n_boot, seed)
-    widths = {k: cis[k] for k in values}
     report = {
         "model": str(model),
         "datadir": str(dd.path),
@@ -337,8 +359,8 @@ def calibrate(
         "ci_level": 0.95,
         "n_boot": n_boot,
         "seed": seed,
-        "halving": halving(scores, llr, labels, enroll_spk, test_spk, t, ps, widths, seed),
-        "held_out": held_out(scores, labels, enroll_spk, test_spk, prior, mode, folds, seed),
+        "halving": halving(scores, llr, labels, enroll_spk, t, ps, seed, min(n_boot, HALVING_BOOT)),
+        "held_out": held_out(scores, labels, enroll_spk, test_spk, prior, mode, folds, seed, full=(cal, t)),
         "written": bool(write),
     }
     if write or out is not None:
@@ -421,12 +443,13 @@ def format_report(report: dict) -> str:
         v, (lo, hi) = report["values"][key], report["ci"][key]
         h = half.get("measures", {}).get(key, {})
         more = h.get("more_speakers")
+        g = f", width ~ m^-{h['exponent']:.2f}" if h.get("exponent") is not None else ""
         if more is not None:
-            hs = f"+{more} (width ~ N^-{h['exponent']:.2f})"
+            hs = f"+{more}{g}"
         elif "why_not" in half:
             hs = "-"
         else:
-            hs = "not estimable (the width did not shrink)"
+            hs = f"more than {max(half['grid']) - 1:g}N{g}"
         lines.append(f"{label:40s} {scale * v:>7.3f}{unit:2s}  [{scale * lo:8.3f}, {scale * hi:8.3f}]{unit:2s}{'':14s}  {hs}")
     lines.append("")
     lines.append(f"intervals: {report['n_boot']} bootstrap replicates resampling the {report['speakers']} speakers "
@@ -435,19 +458,24 @@ def format_report(report: dict) -> str:
         lines.append(f"speakers to halve an interval: not estimated ({half['why_not']})")
     else:
         lines.append(
-            f"speakers to halve an interval: from the widths on random {' and '.join(f'{f:g}' for f in half['fractions'])} "
-            f"fractions of the speakers ({half['draws']} subsets each, {half['n_boot']} replicates), fitted as width ~ N^-g "
-            f"and extrapolated; assumes new speakers like these (same population, recordings per speaker and kind of trials); "
-            f"with g = 0.5, {3 * report['speakers']} more would")
+            f"speakers to halve an interval: width ~ m^-g fitted to the intervals of bootstraps drawing m of the "
+            f"{half['speakers']} enrolment speakers (with replacement, {half['n_boot']} replicates, m from "
+            f"{min(half['grid']):g}N up to {max(half['grid']):g}N), N * 2^(1/g) - N; assumes new speakers like these "
+            f"(same population, recordings and trials per speaker); g = 0.5 would give {3 * half['speakers']}")
     ho = report["held_out"]
     if "why_not" in ho:
         lines.append(f"held-out check: not run ({ho['why_not']})")
     elif "false_accept" in ho:
         (p, adcf), = ho["act_dcf"].items()
-        lines.append(
-            f"held-out check ({ho['folds']} speaker folds, {ho['trials']} trials among unseen speakers): false accepts "
-            f"{100 * ho['false_accept']:.3f} %, false rejects {100 * ho['false_reject']:.3f} %, actDCF (p_target {p}) {adcf:.4f}, "
-            f"Cllr {ho['cllr']:.4f}")
+        fig = (f"false accepts {100 * ho['false_accept']:.3f} %, false rejects {100 * ho['false_reject']:.3f} %, "
+               f"actDCF (p_target {p}) {adcf:.4f}, Cllr {ho['cllr']:.4f}")
+        lines.append(f"held-out check ({ho['folds']} speaker folds; {ho['trials']} trials among a fold's speakers, "
+                     f"calibration and threshold fitted on the other folds' trials): {fig}")
+        if "in_sample" in ho:
+            ins = ho["in_sample"]
+            lines.append(f"  the same trials with the calibration and threshold fitted on all: false accepts "
+                         f"{100 * ins['false_accept']:.3f} %, false rejects {100 * ins['false_reject']:.3f} %, "
+                         f"actDCF (p_target {p}) {ins['act_dcf'][p]:.4f}, Cllr {ins['cllr']:.4f}")
     lines.append(f"written into {report['model']}: calibration, threshold" if report["written"] else "not written (--no-write)")
     return "\n".join(lines)
 
