@@ -105,10 +105,11 @@ def test_missing_extra_messages_in_process(monkeypatch, tmp_path, capsys):
     assert isinstance(e.value, ImportError) and isinstance(e.value, JeffreysError)
     assert str(e.value) == ("loading an ONNX model needs onnxruntime (the [onnx] extra), which is not installed: "
                             "pip install 'jeffreys[onnx]'")
+    monkeypatch.setitem(sys.modules, "onnx", None)
     bundle = save_bundle(tmp_path / "m.pt", tiny_model(1), None, [])
     assert main(["export", str(bundle), "--onnx", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err
-    assert err == "jeffreys export: error: jeffreys export needs onnxruntime (the [onnx] extra), which is not installed: " \
+    assert err == "jeffreys export: error: jeffreys export needs onnx (the [onnx] extra), which is not installed: " \
                   "pip install 'jeffreys[onnx]'\n"
     assert not (tmp_path / "m.onnx").exists()
     monkeypatch.setitem(sys.modules, "matplotlib", None)
