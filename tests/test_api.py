@@ -187,6 +187,11 @@ def test_onnx_export_embeds_scores_and_decides_as_the_bundle(onnx_file, model, f
             assert o.verify(files[i], files[j]).same == b.verify(files[i], files[j]).same
     o.enroll("a", files[:2])
     assert o.identify(files[0], threshold=-1.0)[0][0] == "a"
+    # `jeffreys verify` takes the export too (its exit status is the decision)
+    from jeffreys.cli import main
+
+    rc = main(["verify", str(onnx_file), str(files[0]), str(files[1]), "--json"])
+    assert rc == (0 if b.verify(files[0], files[1]).same else 1)
 
 
 def test_onnx_features_input(tmp_path, model, files):

@@ -9,7 +9,6 @@ import re
 import shlex
 from pathlib import Path
 
-import pytest
 import torch
 
 from jeffreys.cli import main
