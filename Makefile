@@ -11,7 +11,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[test]'
+	# every extra (ONNX, the embedded corpus, plots, TensorBoard) and the test tools
+	$(BIN)/pip install --quiet -e '.[all,test]'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -96,10 +96,16 @@ def test_stored_mean_and_threshold(bundle, files, model, capsys):
 def test_calibration_gives_an_llr_and_the_bayes_threshold(bundle, files, model, capsys):
     s = reference(model, files)
     a, b = 10.0, -10.0 * s + 2.0  # llr = 2 at this score
-    update_bundle_meta(bundle, calibration={"a": a, "b": b}, threshold=5.0)  # calibration wins
+    update_bundle_meta(bundle, calibration={"a": a, "b": b})  # a calibration alone: llr >= 0 (p_target 0.5)
     rc, out, _ = run(capsys, bundle, *files, "--json")
     r = json.loads(out)
     assert rc == 0 and r["llr"] == pytest.approx(2.0, abs=1e-4) and r["threshold"] == 0.0 and r["same_speaker"]
+    # A stored threshold (on the score: what `jeffreys calibrate` writes) is the operating point.
+    update_bundle_meta(bundle, threshold=s + 1e-3)
+    r = verify(bundle, *files)
+    assert r["threshold"] == s + 1e-3 and r["same_speaker"] is False and r["llr"] == pytest.approx(2.0, abs=1e-4)
+    update_bundle_meta(bundle, threshold=s - 1e-3)
+    assert verify(bundle, *files)["same_speaker"] is True
     # p_target 0.1: Bayes threshold log(9) = 2.197 > 2: different speakers.
     r = verify(bundle, *files, p_target=0.1)
     assert r["threshold"] == pytest.approx(math.log(9)) and r["same_speaker"] is False

@@ -46,8 +46,9 @@ def shoebox_rir(fs: int, rng: np.random.Generator, dims: tuple = ((3.0, 3.0, 2.5
     reverberation from a seeded exponentially decaying Gaussian tail at the room's Sabine
     RT60, joined at 50 ms. Peak-normalised, float64.
     """
-    import pyroomacoustics as pra
+    from .extras import require
 
+    pra = require("pyroomacoustics", "simulated rooms (augmentation without an RIR data dir, the embedded corpus)")
     size = rng.uniform(dims[0], dims[1])
     volume = float(np.prod(size))
     surface = 2.0 * (size[0] * size[1] + size[0] * size[2] + size[1] * size[2])

@@ -4,6 +4,9 @@ Each sub-command lives in the module of its stage, as ``cli_<name>(argv) -> int`
 module is imported only when the command runs, so ``jeffreys --help`` stays fast and a
 stage can be replaced without touching the others.
 
+A missing optional dependency (an extra: ``jeffreys[onnx]``, ``[synth]``, ``[plots]``,
+``[tensorboard]``) is one line naming the ``pip install`` that fixes it (:mod:`jeffreys.extras`).
+
 Exit statuses: 0 success (``verify``: same speaker), 1 ``verify``: different speakers,
 2 an error (one line on stderr: ``jeffreys CMD: error: MESSAGE``), 3 ``verify``: no speech
 in a file, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). SIGTERM is turned into an
@@ -32,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("jeffreys.probe", "probe the softmax output: top training speakers, entropy"),
     "experiment": ("jeffreys.experiment", "run a Table-1 experiment: train, extract, score, report"),
     "demo": ("jeffreys.demo", "the paper's Table 1 on the embedded corpus, on a CPU"),
+    "calibrate": ("jeffreys.calibrate", "fit calibration + threshold on your labelled speakers, with intervals"),
     "export": ("jeffreys.export", "export a trained extractor to ONNX"),
     "verify": ("jeffreys.verify", "score two audio files with a trained model"),
 }
@@ -100,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         return int(getattr(module, f"cli_{name}")(rest) or 0)
     except JeffreysError as e:
         print(f"jeffreys {name}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except ImportError as e:  # an optional dependency missing where no MissingExtra was raised: one line
+        from .extras import EXTRA_OF, missing_message
+
+        top = (e.name or "").split(".")[0]
+        if top not in EXTRA_OF:
+            raise
+        print(f"jeffreys {name}: error: {missing_message(top, f'jeffreys {name}')}", file=sys.stderr)
         return 2
     except OSError as e:  # the environment (permissions, a full disk) rather than a bug: one line
         where = f"{e.filename}: " if e.filename else ""

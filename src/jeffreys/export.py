@@ -16,9 +16,11 @@ The export uses torch's dynamo exporter (``torch.export`` + onnxscript): the Tor
 exporter cannot express the front-end's framing (``unfold``) nor its complex ``rfft``.
 
 The file carries metadata (``metadata_props``): ``jeffreys.input``, ``sample_rate``,
-``num_mel_bins``, ``embed_dim``, ``frame_length``/``frame_shift`` (samples) and the bundle's
-``meta`` as JSON (``mean``, ``threshold``, ``calibration``), so that a deployment can centre
-and decide as ``jeffreys verify`` does. After writing, the file is checked: onnxruntime's
+``num_mel_bins``, ``embed_dim``, ``frame_length``/``frame_shift`` (samples), the bundle's
+``meta`` as JSON (``mean``, ``threshold``, ``calibration``) and ``jeffreys.decision``: the
+decision rule that meta implies (:mod:`jeffreys.decision`: the score, the calibration, the
+threshold and whether it applies to the score or the LLR), so that a deployment centres and
+decides as ``jeffreys verify`` does. :func:`jeffreys.load` reads such a file back. After writing, the file is checked: onnxruntime's
 embeddings of a random batch (of another shape than the traced one) must equal PyTorch's to
 ``TOLERANCE`` (relative to each embedding's norm), or the export is an error.
 """
@@ -59,8 +61,18 @@ def example_input(model, input: str, batch: int, seconds: float, seed: int = 0) 
     return waves if input == "waveform" else model.features(waves)
 
 
-def onnx_metadata(model, input: str, meta: dict | None) -> dict[str, str]:
+def onnx_metadata(model, input: str, meta: dict | None, where="model") -> dict[str, str]:
+    """The ``metadata_props`` of an export: front-end geometry, the bundle's meta as JSON and
+    the decision rule it implies (:mod:`jeffreys.decision`), so that a deployment centres,
+    scores and decides as ``jeffreys verify`` and :func:`jeffreys.load` do."""
+    from .decision import DecisionRule
+
     fb = model.fbank
+    rule = DecisionRule.of(meta or {}, where)
+    try:
+        meta_json = json.dumps(meta or {}, allow_nan=False)
+    except ValueError:
+        raise InputError(f"{where}: the model's meta holds a NaN or infinite number; JSON metadata cannot carry it") from None
     return {
         "jeffreys.input": input,
         "jeffreys.sample_rate": str(fb.sample_rate),
@@ -68,7 +80,8 @@ def onnx_metadata(model, input: str, meta: dict | None) -> dict[str, str]:
         "jeffreys.embed_dim": str(model.embed_dim),
         "jeffreys.frame_length": str(fb.frame_length),
         "jeffreys.frame_shift": str(fb.frame_shift),
-        "jeffreys.meta": json.dumps(meta or {}),
+        "jeffreys.meta": meta_json,
+        "jeffreys.decision": json.dumps(rule.as_dict(), allow_nan=False),
     }
 
 
@@ -78,9 +91,12 @@ def export_onnx(model, out: str | Path, *, input: str = "waveform", opset: int |
     Returns a summary: path, input, input/output names and, with ``check``, the largest
     relative difference between onnxruntime and PyTorch on a random batch.
     """
-    import onnx
-
     from .extract import resolve_model
+    from .extras import require
+
+    onnx = require("onnx", "jeffreys export")
+    require("onnxscript", "jeffreys export")  # the dynamo exporter's back end
+    require("onnxruntime", "jeffreys export")  # the parity check
 
     if input not in INPUTS:
         raise InputError(f"unknown ONNX input {input!r} (known: {', '.join(INPUTS)})")
@@ -103,6 +119,7 @@ def export_onnx(model, out: str | Path, *, input: str = "waveform", opset: int |
     # explicit Dims with those minima fail export and fall back to a slow retrace.
     example = example_input(model, input, 2, 2.0)
     dynamic = {name: {0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO}}
+    props = onnx_metadata(model, input, meta, out)  # a bad meta fails before the export's work
     with AtomicFiles() as files:  # appears only when exported, checked and complete
         tmp = str(files.temp(out))
         with warnings.catch_warnings(), _quiet("torch.onnx", "torch.export", "onnxscript"):
@@ -120,7 +137,7 @@ def export_onnx(model, out: str | Path, *, input: str = "waveform", opset: int |
                 verbose=False,
             )
         proto = onnx.load(tmp)
-        for key, value in onnx_metadata(model, input, meta).items():
+        for key, value in props.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.checker.check_model(proto)

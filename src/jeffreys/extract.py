@@ -111,6 +111,10 @@ def grid_frames(frames: int, crop_fraction: float) -> int:
 class PieceBatcher:
     """Embeds pieces of waveforms in pad-free batches and averages them per utterance.
 
+    ``model`` gives the front-end's geometry (``model.fbank.sample_rate``, ``frame_length``,
+    ``frame_shift``) and, unless ``forward`` replaces it (a compiled model, an ONNX session),
+    the embeddings: ``forward`` maps a float32 ``[batch, samples]`` tensor to ``[batch, dim]``.
+
     ``add(index, wave)`` queues the pieces of utterance ``index``; a batch runs as soon as
     one more piece would take it over ``batch_seconds`` of audio, or, when more than that
     is queued in all, the batch of the shortest pieces runs (input arrives sorted by
@@ -179,6 +183,13 @@ class PieceBatcher:
         while self.pending_samples > self.budget:
             self._run(min(self.pending))
 
+    def embed(self, waves: Sequence[np.ndarray]) -> np.ndarray:
+        """``add`` every in-memory waveform (``names[i]`` is ``waves[i]``), shortest first as
+        :func:`extract` reads a data dir, then :meth:`finish`."""
+        for i in sorted(range(len(waves)), key=lambda i: len(waves[i])):
+            self.add(i, np.asarray(waves[i], dtype=np.float32))
+        return self.finish()
+
     def finish(self) -> np.ndarray:
         for length in sorted(self.pending):
             self._run(length)
@@ -224,9 +235,7 @@ def embed_waves(
     batcher = PieceBatcher(
         model, names, device=dev, batch_seconds=batch_seconds, max_chunk_seconds=max_chunk_seconds, crop_fraction=crop_fraction
     )
-    for i in sorted(range(len(waves)), key=lambda i: len(waves[i])):
-        batcher.add(i, np.asarray(waves[i], dtype=np.float32))
-    return batcher.finish()
+    return batcher.embed(waves)
 
 
 # --------------------------------------------------------------------------- data dirs

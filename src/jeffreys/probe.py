@@ -232,8 +232,9 @@ def nontarget_tail(scores: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def _pyplot():
-    import matplotlib
+    from .extras import require
 
+    matplotlib = require("matplotlib", "the probe figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -188,8 +188,9 @@ def relative_gains(results: Mapping, baseline: str, p_target: float = 0.01,
 
 # ----------------------------------------------------------------------------- figures
 def _pyplot():
-    import matplotlib
+    from .extras import require
 
+    matplotlib = require("matplotlib", "figures")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -9,6 +9,7 @@ and that class's arguments. A run writes its experiment dir:
     EXP/config.yaml          the config as run (with overrides applied)
     EXP/train.log            one line per logged step, plus start/stop/resume events
     EXP/tb/                  TensorBoard: train/{loss,ce,ls,jeffreys,accuracy,lr,margin}
+                             (with jeffreys[tensorboard]; train.log has the same values)
     EXP/checkpoints/         step-NNNNNNNN.pt, written atomically (temp file + rename)
     EXP/labels.txt           speaker → integer label
     EXP/model.pt             the final bundle (jeffreys.models.save_bundle)
@@ -133,6 +134,12 @@ class TrainConfig:
     keep_checkpoints: int = 2
     log_every: int = 20
     progress: bool = True
+    # Fine-tuning: start from the extractor of this bundle (its model section replaces this
+    # config's; a new head is trained for data.train's speakers) ...
+    init: str | None = None
+    # ... with these modules of the embedder frozen (weights and BatchNorm statistics), e.g.
+    # [stem, stages.0] for the ResNet's first layers.
+    freeze: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every"):
@@ -292,6 +299,7 @@ class Trainer:
 
         if not cfg.data.train:
             raise InputError("training config: key 'data.train' (the training data dir) is required")
+        init_state = self._init_model() if cfg.init else None
         sample_rate = int(cfg.model.args.get("sample_rate", 16000))
         augment = None
         if cfg.data.augment.prob > 0 or cfg.data.augment.speed_perturb:
@@ -315,6 +323,9 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)  # initial weights
         self.model = SpeakerModel(cfg.model)
+        if init_state is not None:
+            self.model.load_state_dict(init_state)
+        self.frozen = freeze_modules(self.model, cfg.freeze)
         if cfg.data.offline_copies:
             self._use_feature_cache(augment)
         self.head = cfg.head.build(embed_dim=self.model.embed_dim, num_classes=self.dataset.num_classes)
@@ -324,7 +335,7 @@ class Trainer:
         if cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(
-            self.net.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+            [p for p in self.net.parameters() if p.requires_grad], lr=cfg.optim.lr, momentum=cfg.optim.momentum,
             weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -335,6 +346,17 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.net, device_ids=ids)
+
+    def _init_model(self) -> dict[str, torch.Tensor]:
+        """Fine-tuning: the extractor of bundle ``init`` (read as any model file: plain data,
+        plug-in kinds only when allowed); its model section replaces the config's, so the
+        run's config.yaml and bundle state the model that was trained."""
+        from .models import load_bundle
+
+        cfg = self.config
+        bundle = load_bundle(cfg.init)
+        cfg.model = ModelSpec.from_config(bundle.config, source=str(cfg.init), prefix="model")
+        return bundle.model.state_dict()
 
     def _use_feature_cache(self, augment) -> None:
         """Build (once, under a lock) or reuse the offline-augmented features, and serve them.
@@ -427,9 +449,14 @@ class Trainer:
             handler = logging.FileHandler(self.exp_dir / "train.log")
             handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
             log.addHandler(handler)
-            from torch.utils.tensorboard import SummaryWriter
+            from .extras import available, install_hint
 
-            self.writer = SummaryWriter(str(self.exp_dir / "tb"), purge_step=self.step + 1 if self.step else None)
+            if available("tensorboard"):
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.exp_dir / "tb"), purge_step=self.step + 1 if self.step else None)
+            else:  # the same values are in train.log, one line per logged step
+                log.info(f"TensorBoard is not installed: no tb/ curves, train.log only ({install_hint('tensorboard')})")
         self.log = log
 
     def _close_logs(self) -> None:
@@ -525,6 +552,8 @@ class Trainer:
                 f"{self.dataset.num_classes} classes, {n_params} extractor parameters, "
                 f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps, world {self.dist.world}, "
                 f"device {self.device}, amp {self.amp}"
+                + (f", initialised from {cfg.init}" if cfg.init else "")
+                + (f", frozen: {', '.join(cfg.freeze)}" if cfg.freeze else "")
             )
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not (cfg.progress and self.dist.main),
                    desc=f"train {exp.name}", unit="step", dynamic_ncols=True)
@@ -532,6 +561,8 @@ class Trainer:
         window_n, last_logged, t0, start_step = 0, {}, time.perf_counter(), self.step
         self.cpu0 = time.process_time()  # this process's CPU (all its threads; not DataLoader workers)
         self.net.train()
+        for module in self.frozen:  # frozen layers keep their BatchNorm statistics too
+            module.eval()
         try:
             while self.step < self.total_steps:
                 epoch, in_epoch = divmod(self.step, self.steps_per_epoch)
@@ -616,6 +647,27 @@ class Trainer:
             raise TrainingError(f"DDP replicas diverged: weight checksums {lo.item()} .. {hi.item()}")
 
 
+def freeze_modules(model: SpeakerModel, names: list[str]) -> list[nn.Module]:
+    """Stop training the embedder's modules ``names`` (``stem``, ``stages.0``, ...; an
+    ``embedder.`` prefix is allowed): their parameters get no gradient and the trainer keeps
+    them in eval mode (BatchNorm statistics unchanged). Returns the modules."""
+    out = []
+    for name in names:
+        path = name[len("embedder."):] if name.startswith("embedder.") else name
+        try:
+            module = model.embedder.get_submodule(path) if path else None
+        except AttributeError:
+            module = None
+        if module is None or not list(module.parameters()):
+            known = [n for n, m in model.embedder.named_children() if list(m.parameters())]
+            raise InputError(f"key 'freeze': {name!r} is not a module of the embedder with weights "
+                             f"(its modules: {', '.join(known)}; deeper ones as stages.0, stages.1, ...)")
+        for p in module.parameters():
+            p.requires_grad_(False)
+        out.append(module)
+    return out
+
+
 def train(config: TrainConfig, exp_dir: str | Path, resume: bool = False) -> Path:
     """Train ``config`` in ``exp_dir``; return the path of the final bundle ``EXP/model.pt``."""
     return Trainer(config, exp_dir, resume=resume).run()
@@ -632,8 +684,17 @@ def cli_train(argv: list[str]) -> int:
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint of the experiment dir")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key (YAML value), e.g. --set optim.lr=0.1; repeatable")
+    parser.add_argument("--init", metavar="MODEL.pt", help="fine-tune: start from this bundle's extractor "
+                        "(its model section replaces the config's), with a new head for data.train's speakers")
+    parser.add_argument("--freeze", metavar="M1,M2", help="embedder modules to keep fixed, e.g. stem,stages.0 "
+                        "(config key: freeze)")
     args = parser.parse_args(argv)
-    cfg = load_train_config(args.config, args.overrides)
+    overrides = parse_overrides(args.overrides)
+    if args.init is not None:
+        overrides["init"] = args.init
+    if args.freeze is not None:
+        overrides["freeze"] = [m.strip() for m in args.freeze.split(",") if m.strip()]
+    cfg = load_train_config(args.config, overrides)
     exp = Path(args.exp_dir) if args.exp_dir else Path("exp") / Path(args.config).stem
     bundle = train(cfg, exp, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -643,5 +704,5 @@ def cli_train(argv: list[str]) -> int:
 
 __all__ = [
     "DataConfig", "OptimConfig", "ScheduleConfig",
-    "TrainConfig", "Trainer", "TrainingError", "cli_train", "load_train_config", "train",
+    "TrainConfig", "Trainer", "TrainingError", "cli_train", "freeze_modules", "load_train_config", "train",
 ]

@@ -32,6 +32,7 @@ PREPARERS: dict[str, str] = {
     "musan": "jeffreys.corpora.musan",
     "rirs": "jeffreys.corpora.rirs",
     "convert": "jeffreys.corpora.convert",
+    "folder": "jeffreys.corpora.folder",
 }
 
 
@@ -46,6 +47,7 @@ FUNCTIONS: dict[str, str] = {
     "prepare_musan": "jeffreys.corpora.musan",
     "prepare_rirs": "jeffreys.corpora.rirs",
     "convert_datadir": "jeffreys.corpora.convert",
+    "prepare_folder": "jeffreys.corpora.folder",
 }
 
 

@@ -49,8 +49,9 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctype
 
 
 def packaged_data_dir() -> Path:
-    import espeakng_loader
+    from ..extras import require
 
+    espeakng_loader = require("espeakng_loader", "the embedded corpus")
     return Path(espeakng_loader.get_data_path())
 
 
@@ -108,7 +109,9 @@ class Espeak:
     _instance: Espeak | None = None
 
     def __init__(self, data_dir: str | Path):
-        import espeakng_loader
+        from ..extras import require
+
+        espeakng_loader = require("espeakng_loader", "the embedded corpus")
 
         self.data_dir = Path(data_dir)
         lib = ctypes.CDLL(espeakng_loader.get_library_path())

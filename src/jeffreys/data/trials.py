@@ -111,6 +111,61 @@ def write_trials(path: str | Path, trials: Iterable[tuple[str, str, bool]]) -> N
             f.write(f"{e} {t} {'target' if y else 'nontarget'}\n")
 
 
+def generate_trials(utt2spk: Mapping[str, str], n: int, *, target_fraction: float = 0.5,
+                    seed: int = 0) -> list[tuple[str, str, bool]]:
+    """A trial list for a labelled set without one: ``round(n * target_fraction)`` same-speaker
+    pairs and the rest different-speaker pairs, each drawn uniformly without replacement
+    among all unordered pairs of utterances of its kind (fewer when fewer exist). Every
+    pair is ``(u, v)`` with ``u < v``; the list is sorted. Seeded: the same inputs give the
+    same list."""
+    from math import comb, isqrt
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise InputError(f"the number of trials must be an integer >= 2, got {n!r}")
+    if not 0 < target_fraction < 1:
+        raise InputError(f"target_fraction must lie strictly between 0 and 1, got {target_fraction}")
+    rng = np.random.default_rng(seed)
+    utts = sorted(utt2spk)
+    by_spk: dict[str, list[str]] = {}
+    for u in utts:
+        by_spk.setdefault(utt2spk[u], []).append(u)
+    groups = [us for _, us in sorted(by_spk.items())]
+    sizes = np.array([comb(len(us), 2) for us in groups], dtype=np.int64)
+    n_tar_all = int(sizes.sum())
+    n_non_all = comb(len(utts), 2) - n_tar_all
+    if n_tar_all == 0 or n_non_all == 0:
+        raise InputError(f"cannot make trials: {len(groups)} speakers, {n_tar_all} same-speaker pairs "
+                         "(a speaker needs 2 utterances; target and non-target trials need 2 speakers)")
+    n_tar = min(n_tar_all, max(1, round(n * target_fraction)))
+    n_non = min(n_non_all, max(1, n - n_tar))
+    out: list[tuple[str, str, bool]] = []
+    ends = np.cumsum(sizes)
+    for k in rng.choice(n_tar_all, n_tar, replace=False):  # the k-th same-speaker pair
+        g = int(np.searchsorted(ends, k, side="right"))
+        j = int(k - (ends[g] - sizes[g]))
+        b = (1 + isqrt(1 + 8 * j)) // 2  # pair j of a speaker's utterances: (a, b), a < b
+        a = j - b * (b - 1) // 2
+        out.append((groups[g][a], groups[g][b], True))
+    spk = np.array([utt2spk[u] for u in utts])
+    if n_non_all <= 4 * n_non:  # few: list them all and draw
+        i, j = np.triu_indices(len(utts), 1)
+        keep = spk[i] != spk[j]
+        pick = rng.choice(int(keep.sum()), n_non, replace=False)
+        pairs = zip(i[keep][pick].tolist(), j[keep][pick].tolist())
+    else:  # many: draw pairs of utterances, keep new different-speaker ones
+        chosen: set[tuple[int, int]] = set()
+        while len(chosen) < n_non:
+            x, y = rng.integers(0, len(utts), (2, 2 * (n_non - len(chosen)) + 16))
+            for a, b in zip(np.minimum(x, y).tolist(), np.maximum(x, y).tolist()):
+                if a != b and spk[a] != spk[b] and (a, b) not in chosen:
+                    chosen.add((a, b))
+                    if len(chosen) == n_non:
+                        break
+        pairs = iter(chosen)
+    out += [(utts[a], utts[b], False) for a, b in pairs]
+    return sorted(out)
+
+
 # ----------------------------------------------------------------------------- models files
 class Models(dict):
     """Enrolment models: model id -> its enrolment utterance ids (a dict), with where each
