@@ -34,8 +34,9 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert [ran[s]["optim"]["weight_decay"] > 0 for s in res["systems"]] == [True, True, False, False]
     assert ran["aam_jeffreys"]["loss"]["alpha"] == 0.1 and ran["aam_jeffreys"]["loss"]["beta"] == 0.025
 
-    # The saved model carries the centring mean and the in-domain EER threshold, and works
-    # with `jeffreys verify` (exit 0 same speaker, 1 different).
+    # The saved model carries the centring mean and a calibration fitted on the corpus's dev
+    # speakers (held out from every reported split), and works with `jeffreys verify`
+    # (exit 0 same speaker, 1 different).
     from jeffreys.data.datadir import read_datadir
     from jeffreys.models import load_bundle
 
@@ -43,7 +44,12 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     seed = b.meta["seed"]
     assert b.meta["system"] == "aam_jeffreys" and seed in res["systems"]["aam_jeffreys"]["seeds"]
     mean = np.load(out / "systems" / "aam_jeffreys" / f"seed-{seed}" / "mean.npy")
-    assert np.allclose(b.meta["mean"], mean) and b.meta["threshold"] == res["systems"]["aam_jeffreys"]["runs"][str(seed)]["eval"]["in_domain"]["eer_threshold"]
+    assert np.allclose(b.meta["mean"], mean)
+    assert set(b.meta["calibration"]) >= {"a", "b"} and "dev" in b.meta["threshold_source"]
+    assert "dev" in (out / "calibration.txt").read_text().splitlines()[0]
+    dev = set(read_datadir(out / "corpus" / "dev").speakers)
+    for split in ("in_domain", "other_lang", "telephone", "reverberant", "train"):
+        assert not dev & set(read_datadir(out / "corpus" / split).speakers)  # held out
     dd = read_datadir(out / "corpus" / "in_domain")
     utt = dd.utts[0]
     rc = main(["verify", str(out / "model.pt"), dd.wav[utt], dd.wav[utt]])
