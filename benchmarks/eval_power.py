@@ -23,6 +23,7 @@ import argparse
 import json
 import platform
 import resource
+import tempfile
 import time
 from itertools import combinations
 from pathlib import Path
@@ -61,7 +62,7 @@ def trial_list(speakers: list[str], spk2utt: dict, spk2gender: dict, spk2lang: d
 
 def main() -> None:
     from jeffreys.data.datadir import read_datadir
-    from jeffreys.experiment.stages import subset_utts
+    from jeffreys.experiment.stages import subset_utts, write_subset
     from jeffreys.experiment.statistics import set_statistics
     from jeffreys.extract import extract
 
@@ -85,17 +86,16 @@ def main() -> None:
     spk2lang = {s: utt2lang[us[0]] for s, us in split.spk2utt.items()}
     train = read_datadir(args.corpus / "train")
     sub = subset_utts(train, args.train_utts, 0)
-    from jeffreys.experiment.stages import write_subset
-
-    sub_dir = write_subset(train, sub, Path(f"/tmp/eval_power_train_subset_{args.seed}"))
-
     emb, cost = {}, {}
+    with tempfile.TemporaryDirectory(prefix="eval_power.") as tmp:
+        sub_dir = write_subset(train, sub, Path(tmp) / "train_subset")
+        means = {name: np.asarray(extract(path, sub_dir, progress=False, num_workers=1, crop_fraction=0.1)[1]).mean(axis=0)
+                 for path, name in zip(args.models, labels)}
     for path, name in zip(args.models, labels):
-        _, temb = extract(path, sub_dir, progress=False, num_workers=1, crop_fraction=0.1)
         t = cpu_seconds()
         ids, e = extract(path, args.corpus / args.split, progress=False, num_workers=1, crop_fraction=0.1)
         cost[name] = (cpu_seconds() - t) / len(ids)
-        emb[name] = dict(zip(ids, centred_unit(np.asarray(e), np.asarray(temb).mean(axis=0))))
+        emb[name] = dict(zip(ids, centred_unit(np.asarray(e), means[name])))
 
     rng = np.random.default_rng(args.seed)
     speakers = sorted(split.spk2utt)

@@ -298,12 +298,16 @@ def test_silence_is_not_compared(bundle, files, tmp_path):
 
 
 # --------------------------------------------------------------------------- the quickstart
-def quickstart() -> str:
-    """The python block after the '<!-- quickstart -->' marker of docs/api.md, verbatim."""
-    text = DOC.read_text(encoding="utf-8")
+def quickstart(doc: Path = DOC) -> str:
+    """The python block after the '<!-- quickstart -->' marker of a page, verbatim."""
+    text = doc.read_text(encoding="utf-8")
     m = re.search(r"<!-- quickstart -->\s*```python\n(.*?)```", text, flags=re.S)
-    assert m, "docs/api.md lost its marked quickstart block"
+    assert m, f"{doc.name} lost its marked quickstart block"
     return m.group(1)
+
+
+def test_the_readme_shows_the_same_quickstart():
+    assert quickstart(DOC.parents[1] / "README.md") == quickstart()
 
 
 def test_the_quickstart_runs_as_written(tmp_path, monkeypatch, capsys):
