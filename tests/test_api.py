@@ -332,3 +332,35 @@ def test_the_quickstart_runs_as_written(tmp_path, monkeypatch, capsys):
     assert float(lines[1]) == pytest.approx(m.score("a.wav", "b.wav"), abs=1e-6)
     assert lines[2] == str(m.verify("a.wav", "b.wav").same)
     assert json.loads(json.dumps(m.meta["calibration"]))["a"] > 0
+
+
+def test_a_model_trained_on_the_embedded_corpus_says_so(tmp_path):
+    """Its meta records what it was trained on; the API warns, `jeffreys verify` in one line."""
+    import subprocess
+    import sys
+    import warnings
+
+    from jeffreys.api import SyntheticModelWarning
+    from jeffreys.data.datadir import describe, read_datadir
+    from train_helpers import make_datadir as voices
+
+    data = voices(tmp_path / "corpus", speakers=2, utts=2)
+    assert describe(read_datadir(data))["synthetic"] is False  # no info.json: not claimed synthetic
+    (tmp_path / "corpus" / "info.json").write_text(json.dumps({"corpus": "jeffreys synth"}))
+    d = describe(read_datadir(data))
+    assert d["synthetic"] is True and d["speakers"] == 2 and d["utterances"] == 4
+    bundle = save_bundle(tmp_path / "model.pt", tiny_model(7), None, [], meta={"train_data": d, "threshold": 0.5})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        jeffreys.load(bundle)
+    assert [w.category for w in caught] == [SyntheticModelWarning] and "synthetic speech" in str(caught[0].message)
+    wav = sorted((tmp_path / "corpus" / "wav").glob("*.wav"))[0]
+    r = subprocess.run([sys.executable, "-m", "jeffreys", "verify", str(bundle), str(wav), str(wav)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stderr.count("\n") == 1
+    assert r.stderr.startswith("jeffreys verify: warning: ") and "trained only on synthetic speech" in r.stderr
+    real = save_bundle(tmp_path / "real.pt", tiny_model(7), None, [], meta={"train_data": {**d, "synthetic": False}})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        jeffreys.load(real)
+    assert not caught

@@ -76,6 +76,7 @@ def test_paper_config_trains_a_few_steps(tmp_path, datadir, name, monkeypatch):
     b = load_bundle(bundle)
     assert b.speakers == [f"spk{i}" for i in range(4)]
     assert b.head_config["margin"] == 0.2 and b.meta["steps"] == 2
+    assert b.meta["train_data"] == {"data": str(datadir), "speakers": 4, "utterances": 16, "corpus": None, "synthetic": False}
     assert load_yaml(exp / "config.yaml")["loss"]["kind"] == cfg.loss.kind
     assert (exp / "labels.txt").read_text().splitlines()[0] == "spk0 0"
     assert [p.name for p in sorted((exp / "checkpoints").iterdir())] == ["step-00000001.pt", "step-00000002.pt"]

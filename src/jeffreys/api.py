@@ -37,7 +37,7 @@ from typing import Any, Union
 import numpy as np
 
 from .decision import Decision, DecisionRule
-from .errors import InputError, finite
+from .errors import InputError, JeffreysWarning, finite
 from .extract import DEFAULT_BATCH_SECONDS, DEFAULT_MAX_CHUNK_SECONDS
 from .verify import SILENCE_DBFS, loudest_frame_dbfs
 
@@ -184,6 +184,14 @@ class _OnnxBackend:
 
 
 # --------------------------------------------------------------------------- the model
+class SyntheticModelWarning(JeffreysWarning):
+    """A model trained only on the embedded (synthetic) corpus is used on recordings."""
+
+
+SYNTHETIC_NOTE = ("trained only on synthetic speech (the embedded corpus): its scores and decisions on recordings "
+                  "of real people are not reliable (docs/real-voices.md)")
+
+
 class Recognizer:
     """A loaded model (bundle or ONNX export): embed, score, verify, enroll, identify.
 
@@ -205,6 +213,11 @@ class Recognizer:
         self.mean = self._mean(self.meta)
         self.decision_rule()  # a bad threshold or calibration in the meta fails at load time
         self._enrolled: dict[str, np.ndarray] = {}
+        train_data = self.meta.get("train_data")
+        if isinstance(train_data, dict) and train_data.get("synthetic") is True:
+            import warnings
+
+            warnings.warn(f"{path}: {SYNTHETIC_NOTE}", SyntheticModelWarning, stacklevel=3)
 
     def __repr__(self) -> str:
         return f"<jeffreys model {self.path} ({self.backend}, {self.sample_rate} Hz, {self.embed_dim}-dim)>"
@@ -388,4 +401,4 @@ def load(path: str | Path, *, device: str = "cpu", batch_seconds: float = DEFAUL
     return Recognizer(p, backend, batch_seconds=batch_seconds, max_chunk_seconds=max_chunk_seconds, allow_pipes=allow_pipes)
 
 
-__all__ = ["Audio", "Decision", "NoSpeech", "Recognizer", "load"]
+__all__ = ["Audio", "Decision", "NoSpeech", "Recognizer", "SyntheticModelWarning", "load"]

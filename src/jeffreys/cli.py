@@ -20,9 +20,10 @@ import os
 import signal
 import sys
 import threading
+import warnings
 
 from . import __version__
-from .errors import JeffreysError
+from .errors import JeffreysError, JeffreysWarning
 
 # name -> (module, one-line help); the order is the pipeline's.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -97,6 +98,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jeffreys: error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(COMMANDS[name][0])
+    def one_line_warning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, JeffreysWarning):
+            print(f"jeffreys {name}: warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    shown, warnings.showwarning = warnings.showwarning, one_line_warning
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate_handler(os.getpid()))
@@ -124,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"jeffreys {name}: terminated", file=sys.stderr)
         return 143
     finally:
+        warnings.showwarning = shown
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

@@ -42,3 +42,8 @@ def nonnegative_int(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < 0:
         raise InputError(f"{what} must be an integer >= 0, got {value!r}")
     return int(value)
+
+
+class JeffreysWarning(UserWarning):
+    """Something the user should know that does not stop the command; the CLI prints it as
+    one line, ``jeffreys CMD: warning: MESSAGE``."""

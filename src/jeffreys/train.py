@@ -615,9 +615,11 @@ class Trainer:
             self._check_replicas_agree()
         if self.dist.main:
             cfg = self.config
+            from .data.datadir import describe
+
             meta = {
                 "train_config": to_dict(cfg), "steps": self.step, "num_classes": self.dataset.num_classes,
-                "chunk_seconds": cfg.data.chunk_seconds,
+                "chunk_seconds": cfg.data.chunk_seconds, "train_data": describe(self.dataset.data),
             }
             if hasattr(self.head, "margin"):
                 self.head.margin = self.target_margin  # the bundle states the configured margin

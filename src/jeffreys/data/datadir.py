@@ -74,6 +74,25 @@ class DataDir:
         return self.wav[utt], 0.0, None
 
 
+def describe(data: DataDir) -> dict:
+    """What a model trained on ``data`` was trained on, for its bundle's meta: the data dir,
+    its speakers and utterances, and the corpus named by an ``info.json`` beside or above it
+    (the embedded corpus writes one), ``synthetic`` when that corpus is the embedded one."""
+    import json
+
+    out = {"data": str(data.path), "speakers": len(data.speakers), "utterances": len(data.utt2spk),
+           "corpus": None, "synthetic": False}
+    for info in (Path(data.path) / "info.json", Path(data.path).parent / "info.json"):
+        try:
+            corpus = json.loads(info.read_text(encoding="utf-8")).get("corpus")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(corpus, str):
+            out.update(corpus=corpus, synthetic=corpus == "jeffreys synth")
+            break
+    return out
+
+
 def spk2utt_of(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for utt in sorted(utt2spk):
