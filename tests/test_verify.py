@@ -151,7 +151,7 @@ def test_silence_is_no_speech_with_its_own_exit_status(bundle, files, tmp_path, 
     assert r["no_speech"]["loudest_frame_dbfs"] == pytest.approx(-80.0, abs=0.01)
     rc, out, err = run(capsys, bundle, files[0], quiet, "--threshold", 0)
     assert rc == 3 and out == "" and err.startswith("jeffreys verify: no speech in ") and "\n" not in err
-    from jeffreys.verify import loudest_frame_dbfs
+    from jeffreys.audio import loudest_frame_dbfs
 
     x = np.zeros(16000)
     x[8000:8400] = 0.5  # one loud 25 ms frame: RMS 0.5, -6.02 dBFS

@@ -39,7 +39,7 @@ import numpy as np
 from .decision import Decision, DecisionRule
 from .errors import InputError, JeffreysWarning, finite
 from .extract import DEFAULT_BATCH_SECONDS, DEFAULT_MAX_CHUNK_SECONDS
-from .verify import SILENCE_DBFS, loudest_frame_dbfs
+from .audio import SILENCE_DBFS, loudest_frame_dbfs
 
 Audio = Union[str, Path, np.ndarray]
 ONNX_SUFFIXES = (".onnx", ".ort")
@@ -47,7 +47,7 @@ ONNX_SUFFIXES = (".onnx", ".ort")
 
 class NoSpeech(InputError):
     """A recording to compare has no speech: its loudest 25 ms frame is below
-    :data:`jeffreys.verify.SILENCE_DBFS` (``file``; ``level``: that frame's dBFS, None for digital silence)."""
+    :data:`jeffreys.audio.SILENCE_DBFS` (``file``; ``level``: that frame's dBFS, None for digital silence)."""
 
     def __init__(self, file: str, level: float):
         self.file = file

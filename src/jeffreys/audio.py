@@ -29,6 +29,8 @@ command must write a WAV (or any soundfile/FFmpeg format) to stdout.
 
 from __future__ import annotations
 
+import math
+
 import io
 import os
 import shlex
@@ -353,5 +355,20 @@ def load_utterance(datadir, utt: str, sample_rate: int = 16000) -> np.ndarray:
         raise InputError(f"utterance {utt!r} of {datadir.path}: {e}") from None
 
 
-__all__ = ["FFMPEG_FORMATS", "audio_duration", "is_pipe", "load_audio", "load_utterance", "open_container",
+__all__ = ["FFMPEG_FORMATS", "SILENCE_DBFS", "loudest_frame_dbfs", "audio_duration", "is_pipe", "load_audio", "load_utterance", "open_container",
            "run_pipeline", "split_pipeline"]
+
+
+SILENCE_DBFS = -60.0  # loudest 25 ms frame below this: no speech to compare
+
+
+def loudest_frame_dbfs(wave: np.ndarray, sample_rate: int, frame_seconds: float = 0.025) -> float:
+    """RMS level (dB re full scale 1.0) of the loudest non-overlapping frame of ``wave``;
+    ``-inf`` for digital silence."""
+    n = max(1, int(frame_seconds * sample_rate))
+    x = np.asarray(wave, dtype=np.float64)
+    if len(x) < n:
+        x = np.pad(x, (0, n - len(x)))
+    frames = x[: len(x) // n * n].reshape(-1, n)
+    peak = float(np.max(np.mean(frames * frames, axis=1)))
+    return 10 * math.log10(peak) if peak > 0 else -math.inf

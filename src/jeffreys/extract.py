@@ -365,7 +365,7 @@ def extract(
             return PieceBatcher(model, ids, batch_seconds=batch_seconds, max_chunk_seconds=max_chunk_seconds,
                                 crop_fraction=crop_fraction, forward=fn)
 
-        matrix = embed_sharded(shard, ids, order, load, new_batcher, forward, model.embed_dim, durations,
+        matrix = embed_sharded(shard, ids, order, load, prefetch, new_batcher, forward, model.embed_dim, durations,
                                device=dev, num_workers=num_workers, progress=progress)
         if not shard.main:
             return ids, matrix

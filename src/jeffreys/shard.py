@@ -135,6 +135,7 @@ def embed_sharded(
     ids: Sequence[str],
     order: Sequence[str],
     load: Callable[[str], tuple[str, np.ndarray]],
+    prefetch: Callable,
     new_batcher: Callable[[Callable[[torch.Tensor], torch.Tensor]], object],
     forward: Callable[[torch.Tensor], torch.Tensor],
     embed_dim: int,
@@ -147,12 +148,11 @@ def embed_sharded(
     """The ``[len(ids), embed_dim]`` matrix of ``extract``, computed by all ranks together.
 
     ``order``: the single-process feeding order; ``load(utt) -> (utt, wave)``;
+    ``prefetch(load, utts, num_workers)``: extraction's reader over utterances;
     ``new_batcher(forward)``: a fresh PieceBatcher over ``ids`` (on the CPU) with the
     extraction's options, calling ``forward`` on each stacked batch; ``forward``: the model.
     Every rank returns the whole matrix.
     """
-    from .extract import prefetch
-
     if len(ids) >= MAX_UTTERANCES:
         raise InputError(f"sharded extraction handles fewer than {MAX_UTTERANCES} utterances, got {len(ids)}")
     index = {u: i for i, u in enumerate(ids)}

@@ -23,7 +23,7 @@ With none of them the score is printed and the command fails (exit 2) saying how
 a threshold.
 
 A recording without speech cannot be compared: when the loudest 25 ms frame of a file is
-below :data:`SILENCE_DBFS` (digital silence, or near it), ``verify`` says so instead of
+below :data:`jeffreys.audio.SILENCE_DBFS` (digital silence, or near it), ``verify`` says so instead of
 deciding. Exit status: 0 same speaker, 1 different speakers, 2 error, 3 no speech in a file.
 """
 
@@ -31,30 +31,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
-import numpy as np
 
+from .audio import SILENCE_DBFS
 from .errors import InputError
 from .extract import DEFAULT_MAX_CHUNK_SECONDS, add_policy_arguments
 
 
-SILENCE_DBFS = -60.0  # loudest 25 ms frame below this: no speech to compare
 EXIT_NO_SPEECH = 3
-
-
-def loudest_frame_dbfs(wave: np.ndarray, sample_rate: int, frame_seconds: float = 0.025) -> float:
-    """RMS level (dB re full scale 1.0) of the loudest non-overlapping frame of ``wave``;
-    ``-inf`` for digital silence."""
-    n = max(1, int(frame_seconds * sample_rate))
-    x = np.asarray(wave, dtype=np.float64)
-    if len(x) < n:
-        x = np.pad(x, (0, n - len(x)))
-    frames = x[: len(x) // n * n].reshape(-1, n)
-    peak = float(np.max(np.mean(frames * frames, axis=1)))
-    return 10 * math.log10(peak) if peak > 0 else -math.inf
 
 
 def verify(
@@ -150,4 +136,4 @@ def cli_verify(argv: list[str]) -> int:
     return 0 if r["same_speaker"] else 1
 
 
-__all__ = ["EXIT_NO_SPEECH", "SILENCE_DBFS", "cli_verify", "loudest_frame_dbfs", "verify"]
+__all__ = ["EXIT_NO_SPEECH", "cli_verify", "verify"]
