@@ -19,6 +19,9 @@ import torch
 from torch import nn
 
 
+FEATURE_NORMS = ("mean", "level", "none")
+
+
 @dataclass
 class ResNetConfig:
     """Shape of a :class:`SpeakerModel`; every field has a YAML key of the same name."""
@@ -36,6 +39,11 @@ class ResNetConfig:
     # shrinks the effective learning rate; the norm layer pins it. Big, long runs cope
     # without (the paper's model has none); short CPU runs do not learn without it (README).
     embed_bn: bool = False
+    # Normalisation of the log mel filterbanks per utterance: "mean" subtracts each bin's mean
+    # over time (the paper's front-end); "level" only the utterance's overall log level, so
+    # the long-term spectral shape (a speaker's and microphone's colouring) reaches the
+    # network; "none" keeps the raw log energies.
+    feature_norm: str = "mean"
 
     def __post_init__(self) -> None:
         n = len(self.widths)
@@ -50,6 +58,8 @@ class ResNetConfig:
         for name in ("num_mel_bins", "embed_dim", "sample_rate", "stem_stride"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.feature_norm not in FEATURE_NORMS:
+            raise ValueError(f"feature_norm must be one of {', '.join(FEATURE_NORMS)}, got {self.feature_norm!r}")
         if self.stem_width is not None and self.stem_width < 1:
             raise ValueError(f"stem_width must be a positive integer, got {self.stem_width}")
 
@@ -165,11 +175,12 @@ class SpeakerModel(nn.Module):
         from ..features import Fbank
 
         self.config = cfg
-        self.fbank = Fbank(num_mel_bins=cfg.num_mel_bins, sample_rate=cfg.sample_rate)
+        self.fbank = Fbank(num_mel_bins=cfg.num_mel_bins, sample_rate=cfg.sample_rate,
+                           mean_norm=cfg.feature_norm == "mean", level_norm=cfg.feature_norm == "level")  # fmt: skip
         self.resnet = ResNetEmbedder(cfg)
 
     def features(self, waves: torch.Tensor) -> torch.Tensor:
-        """Mean-normalised log mel filterbanks [B, frames, mels], computed without gradient."""
+        """Log mel filterbanks [B, frames, mels] normalised as ``feature_norm`` says, without gradient."""
         if waves.dim() != 2:
             raise ValueError(f"waveforms must be [batch, samples], got shape {tuple(waves.shape)}")
         with torch.no_grad():
