@@ -8,6 +8,8 @@ relative for the bundle (float rounding of batching), 1e-4 for ONNX (its export 
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import re
@@ -20,6 +22,7 @@ import soundfile as sf
 import jeffreys
 from jeffreys.errors import InputError
 from jeffreys.models import save_bundle, update_bundle_meta
+from jeffreys.models.resnet import SpeakerModel
 from test_extract import SR, alone, make_datadir, make_wave, tiny_model
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "api.md"
@@ -194,14 +197,25 @@ def test_onnx_export_embeds_scores_and_decides_as_the_bundle(onnx_file, model, f
     assert rc == (0 if b.verify(files[0], files[1]).same else 1)
 
 
-def test_onnx_features_input(tmp_path, model, files):
+@pytest.mark.parametrize("norm", ["mean", "level"])
+def test_onnx_features_input(tmp_path, model, files, norm):
+    """A features export computes the front-end outside the graph: it must normalise as the
+    model did (its feature_norm travels in the metadata)."""
     pytest.importorskip("onnxruntime")
     from jeffreys.export import export_onnx
 
+    if norm != "mean":
+        level = SpeakerModel(dataclasses.replace(model.config, feature_norm=norm))
+        level.load_state_dict(model.state_dict())
+        model = level.eval()
     b = save_bundle(tmp_path / "model.pt", model, None, [], meta={"mean": MEAN})
     export_onnx(b, tmp_path / "feats.onnx", input="features")
     o = jeffreys.load(tmp_path / "feats.onnx")
+    assert o._backend.fbank.level_norm == (norm == "level")
     assert np.max(np.linalg.norm(o.embed(files) - reference(model, files), axis=1)) < 1e-4
+    bad = _rewrite_onnx(tmp_path / "feats.onnx", tmp_path / "bad.onnx", _set_prop("jeffreys.feature_norm", "cmvn"))
+    with pytest.raises(InputError, match="'jeffreys.feature_norm' must be mean, level or none"):
+        jeffreys.load(bad)
 
 
 def _rewrite_onnx(src: Path, dst: Path, edit) -> Path:

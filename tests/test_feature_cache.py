@@ -78,6 +78,21 @@ def test_crops_are_mean_normalised_and_wrap_short_utterances(setup):
     assert cache_dir.is_dir()
 
 
+@pytest.mark.parametrize("norm", ["level", "none"])
+def test_crops_follow_the_models_feature_norm(setup, norm):
+    """A crop served to a level-normalised (or raw) model is what that model's own front-end
+    makes of the chunk: the online Fbank with the same switch, over the same frames."""
+    root, ds, aug, fbank = setup
+    cache = feature_cache.FeatureCache(feature_cache.build(ds, aug, fbank, 2, root / "c1", jobs=1), ds.utts, norm)
+    start, n = cache.index[1, 0]
+    x = cache.crop(ds.utts[1], n, np.random.default_rng(0), augment_prob=0.0)  # the whole clean utterance
+    online = Fbank(num_mel_bins=20, mean_norm=False, level_norm=norm == "level")
+    want = online(torch.from_numpy(load_utterance(ds.data, ds.utts[1], SR)))
+    torch.testing.assert_close(x, want, atol=0.03, rtol=0)  # float16 storage
+    if norm == "level":
+        assert abs(float(x.mean())) < 1e-4 and x.mean(0).abs().max() > 0.1  # the spectral shape is kept
+
+
 def test_training_on_cached_features(tmp_path):
     from jeffreys.train import Trainer, load_train_config
 

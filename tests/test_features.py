@@ -157,3 +157,29 @@ def test_float32_under_autocast():
             out = m(x)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+
+
+def test_level_norm_keeps_the_spectral_shape():
+    w = speechlike(1.0)
+    raw = fbank(w, mean_norm=False)
+    lev = fbank(w, mean_norm=False, level_norm=True)
+    np.testing.assert_allclose(lev, raw - raw.mean(), atol=1e-4)  # one number per utterance
+    np.testing.assert_allclose(fbank(2 * w, mean_norm=False, level_norm=True), lev, atol=1e-3)  # level gone
+    # a fixed colouring (a first-order high-pass) moves each bin's mean differently: it stays
+    coloured = np.concatenate([[w[0]], w[1:] - 0.9 * w[:-1]]).astype(np.float32)
+    shape = fbank(coloured, mean_norm=False, level_norm=True).mean(0) - lev.mean(0)
+    # |1 - 0.9 z^-1|^2 rises from 0.01 near 0 Hz to 3.6 at 8 kHz: about 5.9 in natural log
+    assert 4.5 < shape[-1] - shape[0] < 6.5
+    np.testing.assert_allclose(fbank(coloured).mean(0), 0, atol=1e-4)  # the per-bin mean removes it
+    # with lengths: the padding does not count, and stays zero
+    m = Fbank(mean_norm=False, level_norm=True)
+    x = torch.zeros(2, 16000)
+    x[0] = torch.from_numpy(w)
+    x[1, :8000] = torch.from_numpy(w[:8000])
+    out = m(x, lengths=torch.tensor([16000, 8000]))
+    nb = m.num_frames(8000)
+    short = m(torch.from_numpy(w[:8000]))
+    torch.testing.assert_close(out[1, :nb], short, atol=1e-4, rtol=0)
+    assert torch.all(out[1, nb:] == 0)
+    with pytest.raises(ValueError, match="exclude each other"):
+        Fbank(mean_norm=True, level_norm=True)

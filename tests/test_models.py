@@ -229,3 +229,16 @@ def test_embed_bn_normalises_the_embedding():
     torch.testing.assert_close(emb.mean(0), torch.zeros(6, dtype=torch.float64), atol=1e-5, rtol=0)
     torch.testing.assert_close(emb.var(0, unbiased=False), torch.ones(6, dtype=torch.float64), atol=1e-3, rtol=0)
     assert param_count(cfg) == _count_by_hand(cfg)  # no affine parameters
+
+
+@pytest.mark.parametrize("norm", ["mean", "level", "none"])
+def test_feature_norm_reaches_the_front_end_and_the_bundle(tmp_path, norm):
+    cfg = preset("demo", widths=[4, 4, 8, 8], embed_dim=8, num_mel_bins=16, feature_norm=norm)
+    model = SpeakerModel(cfg).eval()
+    assert (model.fbank.mean_norm, model.fbank.level_norm) == (norm == "mean", norm == "level")
+    b = load_bundle(save_bundle(tmp_path / "m.pt", model, None, []))
+    assert b.config["feature_norm"] == norm and b.model.fbank.level_norm == (norm == "level")
+    waves = torch.randn(2, 5000) * 0.1
+    torch.testing.assert_close(b.model(waves), model(waves), rtol=0, atol=0)
+    with pytest.raises(InputError, match="feature_norm must be one of mean, level, none"):
+        from_dict(ResNetConfig, {"feature_norm": "cmvn"}, source="m.yaml", prefix="model")

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from scipy.signal import welch
 
 from jeffreys.acoustics import coloured_noise
 from jeffreys.cli import main as cli_main
@@ -150,6 +151,47 @@ def test_voice_variant_controls_the_audio():
     assert x_other.shape != x_low.shape or not np.array_equal(x_other, x_low)
 
 
+def test_variation_defaults_are_the_released_corpus(corpus, tmp_path):
+    same = synth.build_synth_corpus(tmp_path / "same", seed=3, jobs=1, voice_spread=1.0, speaker_eq_db=0.0,
+                                    utterance_eq_db=4.0, **TINY)  # fmt: skip
+    assert synth.corpus_digest(same) == synth.corpus_digest(corpus)
+    assert not {"voice_spread", "speaker_eq_db", "utterance_eq_db"} & set(json.loads((corpus / "info.json").read_text())["sizes"])
+
+
+def _band_db(x: np.ndarray, sr: int = 16000) -> np.ndarray:
+    """Log power in 16 bands of 250-6000 Hz (long-term spectrum)."""
+    f, p = welch(x, sr, nperseg=512)
+    edges = np.geomspace(250, 6000, 17)
+    return np.array([10 * np.log10(p[(f >= a) & (f < b)].mean()) for a, b in zip(edges[:-1], edges[1:])])
+
+
+def test_speaker_eq_is_one_response_per_speaker(corpus, tmp_path):
+    # Same seed, so the same speech and noise draws: the log-spectrum difference of each
+    # utterance to its uncoloured twin is the speaker's response, the same for all its
+    # utterances and different between speakers.
+    sizes = {**TINY, "utts_per_speaker": 3, "utterance_eq_db": 0.0}
+    plain = synth.build_synth_corpus(tmp_path / "plain", seed=3, jobs=2, **sizes)
+    eq = synth.build_synth_corpus(tmp_path / "eq", seed=3, jobs=2, speaker_eq_db=6.0, **sizes)
+    assert json.loads((eq / "info.json").read_text())["sizes"]["speaker_eq_db"] == 6.0
+    a, b = read_datadir(plain / "train"), read_datadir(eq / "train")
+    resp = {u: _band_db(sf.read(b.wav[u])[0]) - _band_db(sf.read(a.wav[u])[0]) for u in a.utts}
+    resp = {u: r - r.mean() for u, r in resp.items()}  # the level is set afterwards
+    within = [np.abs(resp[u] - resp[v]).mean() for s, us in a.spk2utt.items() for i, u in enumerate(us) for v in us[i + 1 :]]
+    between = [np.abs(resp[u] - resp[v]).mean() for u in a.utts for v in a.utts if a.utt2spk[u] < a.utt2spk[v]]
+    assert max(within) < 1.0 < 2.0 < min(between)
+
+
+def test_voice_spread_scales_every_attribute():
+    def draws(k):
+        return [synth.draw_voice("m", np.random.default_rng(i), k) for i in range(400)]
+
+    one, half, double = draws(1.0), draws(0.5), draws(2.0)
+    assert one == [synth.draw_voice("m", np.random.default_rng(i)) for i in range(400)]
+    for get in (lambda v: v["formant"][1][1], lambda v: np.log(v["pitch"][0]), lambda v: v["tone"][1], lambda v: v["speed"]):
+        sd = {k: np.std([get(v) for v in d]) for k, d in (("half", half), ("one", one), ("double", double))}
+        assert 0.35 < sd["half"] / sd["one"] < 0.65 and 1.6 < sd["double"] / sd["one"] < 2.4
+
+
 def test_bad_arguments(tmp_path, corpus):
     with pytest.raises(InputError, match="unknown language 'xx'"):
         synth.build_synth_corpus(tmp_path / "a", **{**TINY, "train_languages": ("en", "xx")})
@@ -159,6 +201,10 @@ def test_bad_arguments(tmp_path, corpus):
         synth.build_synth_corpus(tmp_path / "a", **{**TINY, "eval_speakers": 1})
     with pytest.raises(InputError, match="durations"):
         synth.build_synth_corpus(tmp_path / "a", **{**TINY, "min_dur": 3.0, "max_dur": 2.0})
+    with pytest.raises(InputError, match="--voice-spread must lie in"):
+        synth.build_synth_corpus(tmp_path / "a", **{**TINY, "voice_spread": -1.0})
+    with pytest.raises(InputError, match="--speaker-eq-db and --utterance-eq-db"):
+        synth.build_synth_corpus(tmp_path / "a", **{**TINY, "speaker_eq_db": 30.0})
     with pytest.raises(InputError, match="unknown size option 'speakers'"):
         synth.build_synth_corpus(tmp_path / "a", speakers=3)
     with pytest.raises(InputError, match="already exists"):

@@ -145,7 +145,12 @@ class _OnnxBackend:
         if self.input == "features":
             from .features import Fbank
 
-            self.fbank = Fbank(num_mel_bins=num_mel_bins, sample_rate=self.sample_rate)
+            # Exports from before feature_norm carry no key: their front-end was the mean one.
+            norm = props.get("jeffreys.feature_norm", "mean")
+            if norm not in ("mean", "level", "none"):
+                raise InputError(f"{path}: ONNX metadata 'jeffreys.feature_norm' must be mean, level or none, got {norm[:40]!r}")
+            self.fbank = Fbank(num_mel_bins=num_mel_bins, sample_rate=self.sample_rate,
+                               mean_norm=norm == "mean", level_norm=norm == "level")  # fmt: skip
             if (self.fbank.frame_length, self.fbank.frame_shift) != (frame_length, frame_shift):
                 raise InputError(f"{path}: frames of {frame_length}/{frame_shift} samples are not the front-end's "
                                  f"({self.fbank.frame_length}/{self.fbank.frame_shift}) at {self.sample_rate} Hz")

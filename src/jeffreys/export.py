@@ -9,14 +9,14 @@ padded or masked; batch utterances of equal length as ``jeffreys extract`` does,
 them one at a time).
 
 ``--input features`` exports the ResNet alone: ``feats``, float32 ``[batch, frames,
-num_mel_bins]``, the mean-normalised log mel filterbanks of :class:`jeffreys.features.Fbank`
-(``SpeakerModel.features``), for pipelines that compute or cache features themselves.
+num_mel_bins]``, the log mel filterbanks of :class:`jeffreys.features.Fbank` normalised as
+the model's ``feature_norm`` says (``SpeakerModel.features``), for pipelines that compute or cache features themselves.
 
 The export uses torch's dynamo exporter (``torch.export`` + onnxscript): the TorchScript
 exporter cannot express the front-end's framing (``unfold``) nor its complex ``rfft``.
 
 The file carries metadata (``metadata_props``): ``jeffreys.input``, ``sample_rate``,
-``num_mel_bins``, ``embed_dim``, ``frame_length``/``frame_shift`` (samples), the bundle's
+``num_mel_bins``, ``embed_dim``, ``frame_length``/``frame_shift`` (samples), ``feature_norm``, the bundle's
 ``meta`` as JSON (``mean``, ``threshold``, ``calibration``) and ``jeffreys.decision``: the
 decision rule that meta implies (:mod:`jeffreys.decision`: the score, the calibration, the
 threshold and whether it applies to the score or the LLR), so that a deployment centres and
@@ -80,6 +80,7 @@ def onnx_metadata(model, input: str, meta: dict | None, where="model") -> dict[s
         "jeffreys.embed_dim": str(model.embed_dim),
         "jeffreys.frame_length": str(fb.frame_length),
         "jeffreys.frame_shift": str(fb.frame_shift),
+        "jeffreys.feature_norm": "mean" if fb.mean_norm else "level" if fb.level_norm else "none",
         "jeffreys.meta": meta_json,
         "jeffreys.decision": json.dumps(rule.as_dict(), allow_nan=False),
     }

@@ -16,6 +16,8 @@ after mean normalisation the features do not depend on it at all otherwise.
 
 Mean normalisation (``mean_norm=True``) subtracts the mean over time of each utterance,
 as the paper's (and WeSpeaker's) front-end does; with ``lengths``, only real frames count.
+Level normalisation (``level_norm=True``, instead) subtracts one number per utterance, its
+mean over time and bins: the recording level goes, the long-term spectral shape stays.
 """
 
 from __future__ import annotations
@@ -79,6 +81,7 @@ class Fbank(nn.Module):
         dither: float = 0.0,
         mean_norm: bool = True,
         *,
+        level_norm: bool = False,
         low_freq: float = 20.0,
         high_freq: float = 0.0,
         preemphasis: float = 0.97,
@@ -94,7 +97,10 @@ class Fbank(nn.Module):
             raise ValueError("frame length/shift too short for the sample rate")
         self.padded = 1 << (self.frame_length - 1).bit_length()
         self.dither = dither
+        if mean_norm and level_norm:
+            raise ValueError("mean_norm and level_norm exclude each other")
         self.mean_norm = mean_norm
+        self.level_norm = level_norm
         self.preemphasis = preemphasis
         self.remove_dc_offset = remove_dc_offset
         self.input_scale = input_scale
@@ -144,9 +150,14 @@ class Fbank(nn.Module):
             if self.mean_norm:
                 mean = (feats * mask).sum(1, keepdim=True) / n.clamp_min(1)[:, None, None]
                 feats = feats - mean
+            elif self.level_norm:
+                level = (feats * mask).sum((1, 2), keepdim=True) / (n.clamp_min(1) * feats.shape[2])[:, None, None]
+                feats = feats - level
             feats = feats * mask
         elif self.mean_norm:
             feats = feats - feats.mean(dim=1, keepdim=True)
+        elif self.level_norm:
+            feats = feats - feats.mean(dim=(1, 2), keepdim=True)
         return feats[0] if squeeze else feats
 
 

@@ -29,6 +29,7 @@ PREPARERS: dict[str, str] = {
     "sdsv": "jeffreys.corpora.sdsv",
     "dipco": "jeffreys.corpora.dipco",
     "tedx": "jeffreys.corpora.tedx",
+    "debvoices": "jeffreys.corpora.debvoices",
     "musan": "jeffreys.corpora.musan",
     "rirs": "jeffreys.corpora.rirs",
     "convert": "jeffreys.corpora.convert",

@@ -72,6 +72,9 @@ SPLITS = (
     Split("dev", "dev", False, "clean"),
 )
 EVAL_SPLITS = tuple(s.name for s in SPLITS if s.name not in ("train", "dev"))
+# Sizes fields added after the first release: info.json names them only when not at their
+# default, so that a default corpus stays identical, info.json included.
+_ADDED_FIELDS = ("voice_spread", "speaker_eq_db", "utterance_eq_db")
 
 
 @dataclass(frozen=True)
@@ -88,6 +91,14 @@ class Sizes:
     nontargets_per_target: float = 4.0
     train_languages: tuple[str, ...] = TRAIN_LANGUAGES
     other_languages: tuple[str, ...] = OTHER_LANGUAGES
+    # Variation (defaults: the corpus as first released, bit for bit). voice_spread scales the
+    # spread of every voice attribute around its gender's centre; speaker_eq_db gives each
+    # speaker a fixed random spectral colouring (octave-band gains ~ N(0, dB), its own
+    # high-pass), the timbre and microphone a real voice keeps from one recording to the next;
+    # utterance_eq_db is the per-utterance microphone response drawn on top.
+    voice_spread: float = 1.0
+    speaker_eq_db: float = 0.0
+    utterance_eq_db: float = 4.0
 
     def check(self) -> None:
         def bad(msg: str) -> InputError:
@@ -101,6 +112,8 @@ class Sizes:
             raise bad(f"durations must satisfy 0.5 <= min ({self.min_dur}) <= max ({self.max_dur}) <= 30 seconds")
         if not 0 < self.nontargets_per_target < float("inf"):
             raise bad(f"--nontargets-per-target must be a finite number > 0, got {self.nontargets_per_target}")
+        if not 0 <= self.voice_spread <= 3 or not 0 <= self.speaker_eq_db <= 20 or not 0 <= self.utterance_eq_db <= 20:
+            raise bad("--voice-spread must lie in [0, 3], --speaker-eq-db and --utterance-eq-db in [0, 20] dB")
         if not self.train_languages or not self.other_languages:
             raise bad("--train-languages and --other-languages must not be empty")
         overlap = sorted(set(self.train_languages) & set(self.other_languages))
@@ -158,32 +171,45 @@ def _rng(*key: int) -> np.random.Generator:
     return np.random.default_rng([int(k) for k in key])
 
 
-def draw_voice(gender: str, rng: np.random.Generator) -> dict:
+def _spread(rng: np.random.Generator, lo: float, hi: float, k: float) -> float:
+    """Uniform on [lo, hi] widened (k > 1) or narrowed around its centre by ``k``; k = 1
+    draws exactly what ``rng.uniform(lo, hi)`` draws."""
+    if k == 1.0:
+        return rng.uniform(lo, hi)
+    mid, half = (lo + hi) / 2, (hi - lo) / 2 * k
+    return rng.uniform(mid - half, mid + half)
+
+
+def draw_voice(gender: str, rng: np.random.Generator, spread: float = 1.0) -> dict:
     """Voice-variant attributes of one speaker, from gender-dependent distributions.
 
     Vocal-tract length moves all formants together (female ~15% higher), each formant also
-    deviates on its own; pitch is log-normal around 105 Hz (m) / 195 Hz (f).
+    deviates on its own; pitch is log-normal around 105 Hz (m) / 195 Hz (f). ``spread``
+    scales every attribute's spread around its centre (1: the released corpus; values are
+    then clipped to what espeak-ng accepts).
     """
     female = gender == "f"
-    vtl = float(np.clip(rng.normal(1.14 if female else 0.99, 0.05), 0.85, 1.35))
+    k = spread
+    lo, hi = (0.85, 1.35) if k <= 1 else (0.8, 1.45)
+    vtl = float(np.clip(rng.normal(1.14 if female else 0.99, 0.05 * k), lo, hi))
     formants = []
-    for k in range(9):
-        freq = 100 * vtl * (rng.normal(1.0, 0.035) if 1 <= k <= 5 else 1.0)
-        height = rng.uniform(75, 110) if 1 <= k <= 3 else rng.uniform(55, 110)
-        width = rng.uniform(90, 160) if female else rng.uniform(80, 130)
-        formants.append([k, round(freq), round(height), round(width)])
-    base = float(np.exp(rng.normal(np.log(195.0 if female else 105.0), 0.13)))
+    for i in range(9):
+        freq = 100 * vtl * (rng.normal(1.0, 0.035 * k) if 1 <= i <= 5 else 1.0)
+        height = _spread(rng, 75, 110, k) if 1 <= i <= 3 else _spread(rng, 55, 110, k)
+        width = _spread(rng, 90, 160, k) if female else _spread(rng, 80, 130, k)
+        formants.append([i, round(freq), max(round(height), 10), max(round(width), 20)])
+    base = float(np.exp(rng.normal(np.log(195.0 if female else 105.0), 0.13 * k)))
     voice = {
         "gender": "female" if female else "male",
-        "pitch": [round(base), round(base * rng.uniform(1.2, 1.8))],
+        "pitch": [round(base), round(base * max(_spread(rng, 1.2, 1.8, k), 1.05))],
         "formant": formants,
-        "tone": [600, int(rng.uniform(130, 220)), 1200, int(rng.uniform(100, 170)), 2000, int(rng.uniform(60, 150))],
-        "flutter": int(rng.uniform(15, 30)) if rng.random() < 0.1 else int(rng.uniform(0, 12)),
+        "tone": [600, int(_spread(rng, 130, 220, k)), 1200, int(_spread(rng, 100, 170, k)), 2000, max(int(_spread(rng, 60, 150, k)), 10)],
+        "flutter": int(_spread(rng, 15, 30, k)) if rng.random() < 0.1 else max(int(_spread(rng, 0, 12, k)), 0),
         "roughness": int(rng.integers(0, 6)),
-        "voicing": int(rng.uniform(85, 115)),
-        "consonants": [int(rng.uniform(70, 130)), int(rng.uniform(70, 130))],
-        "stressAdd": [int(v) for v in np.round(rng.normal(0, [10, 10, 10, 10, 0.1, 0.1, 20, 30]))],
-        "speed": int(rng.uniform(82, 118)),
+        "voicing": int(_spread(rng, 85, 115, k)),
+        "consonants": [int(_spread(rng, 70, 130, k)), int(_spread(rng, 70, 130, k))],
+        "stressAdd": [int(v) for v in np.round(rng.normal(0, np.asarray([10, 10, 10, 10, 0.1, 0.1, 20, 30]) * k))],
+        "speed": int(_spread(rng, 82, 118, k)),
     }
     if rng.random() < 0.35:  # breathy voices: noise at the formant peaks
         strength = rng.uniform(5, 35)
@@ -206,14 +232,14 @@ def voice_variant(voice: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plan_speakers(split: Split, n: int, languages: tuple[str, ...], seed: int) -> list[Speaker]:
+def plan_speakers(split: Split, n: int, languages: tuple[str, ...], seed: int, spread: float = 1.0) -> list[Speaker]:
     """n speakers, languages round-robin and genders alternating per language."""
     index = [s.name for s in SPLITS].index(split.name)
     out = []
     for i in range(n):
         gender = "mf"[(i // len(languages)) % 2]
         spk = Speaker(f"{split.prefix}{i + 1:04d}", split.name, gender, languages[i % len(languages)])
-        spk.voice = draw_voice(gender, _rng(seed, index, i, 0))
+        spk.voice = draw_voice(gender, _rng(seed, index, i, 0), spread)
         out.append(spk)
     return out
 
@@ -231,6 +257,8 @@ class _Job:
     min_dur: float
     max_dur: float
     out_dir: str  # where the wav files go now (inside the temporary build dir)
+    speaker_eq_db: float = 0.0
+    utterance_eq_db: float = 4.0
 
 
 def _speech(es: Espeak, texts: list[str], order: np.ndarray, start: int, seconds: float,
@@ -255,11 +283,11 @@ def _speech(es: Espeak, texts: list[str], order: np.ndarray, start: int, seconds
     return np.concatenate(pieces), k
 
 
-def _channel(x: np.ndarray, channel: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+def _channel(x: np.ndarray, channel: str, rng: np.random.Generator, eq_db: float = 4.0) -> tuple[np.ndarray, int]:
     fs = SAMPLE_RATE
     if channel == "reverberant":
         x = ch.ss.oaconvolve(x, shoebox_rir(fs, rng))[: x.size]
-    x = ch.random_eq(x, fs, rng, spread_db=4.0)
+    x = ch.random_eq(x, fs, rng, spread_db=eq_db)
     x = ch.add_noise(x, fs, rng, rng.uniform(15.0, 40.0))
     if channel == "telephone":
         x, fs = ch.telephone(x, fs), ch.TELEPHONE_RATE
@@ -294,7 +322,9 @@ def _render(job: _Job, es: Espeak) -> list[tuple[str, str, float]]:
         seconds = rng.uniform(job.min_dur, job.max_dur)
         speech, start = _speech(es, texts, order, start, seconds, rng)
         x = ch.fit_duration(speech, SAMPLE_RATE, seconds, rng)
-        y, fs = _channel(x, job.channel, rng)
+        if job.speaker_eq_db > 0:  # the same draws for every utterance: one response per speaker
+            x = ch.random_eq(x, SAMPLE_RATE, _rng(job.seed, job.split_index, int(spk.id[-4:]), 4), job.speaker_eq_db)
+        y, fs = _channel(x, job.channel, rng, job.utterance_eq_db)
         utt = f"{spk.id}-{j + 1:03d}"
         rel = rel_dir / f"{utt}.wav"
         sf.write(Path(job.out_dir) / rel, np.round(np.clip(y, -1, 1) * 32767).astype(np.int16), fs, subtype="PCM_16")
@@ -396,7 +426,7 @@ def build_synth_corpus(dst: str | Path, seed: int = 0, *, overwrite: bool = Fals
     for split in SPLITS:
         langs = cfg.other_languages if split.held_out_languages else cfg.train_languages
         n = {"train": cfg.train_speakers, "dev": cfg.dev_speakers}.get(split.name, cfg.eval_speakers)
-        plan.append((split, plan_speakers(split, n, langs, seed)))
+        plan.append((split, plan_speakers(split, n, langs, seed, cfg.voice_spread)))
 
     try:
         ctx = atomic_dir(dst, overwrite=overwrite)
@@ -410,7 +440,8 @@ def build_synth_corpus(dst: str | Path, seed: int = 0, *, overwrite: bool = Fals
             n_utts = cfg.utts_per_speaker if split.name == "train" else cfg.eval_utts_per_speaker
             for spk in speakers:
                 (tmp / "voices" / spk.id).write_text(voice_variant(spk.voice), encoding="utf-8")
-                jobs_list.append(_Job(spk, index, split.channel, n_utts, seed, cfg.min_dur, cfg.max_dur, str(tmp)))
+                jobs_list.append(_Job(spk, index, split.channel, n_utts, seed, cfg.min_dur, cfg.max_dur, str(tmp),
+                                      cfg.speaker_eq_db, cfg.utterance_eq_db))  # fmt: skip
         results = _render_all(jobs_list, jobs, progress)
         shutil.rmtree(tmp / _SCRATCH, ignore_errors=True)
         info = _write_splits(tmp, dst, plan, results, cfg, seed)
@@ -487,7 +518,8 @@ def _write_splits(tmp: Path, dst: Path, plan, results, cfg: Sizes, seed: int) ->
         "corpus": "jeffreys synth",
         "seed": seed,
         "sample_rate": SAMPLE_RATE,
-        "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
+        "sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()
+                  if k not in _ADDED_FIELDS or v != getattr(Sizes(), k)},  # fmt: skip
         "espeak_ng": espeak_version(),
         "splits": {},
     }
@@ -573,6 +605,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nontargets-per-target", type=float, default=d.nontargets_per_target)
     parser.add_argument("--train-languages", type=_langs, default=d.train_languages, metavar="L1,L2,...")
     parser.add_argument("--other-languages", type=_langs, default=d.other_languages, metavar="L1,L2,...")
+    parser.add_argument("--voice-spread", type=float, default=d.voice_spread, help="scale of the voices' spread (default 1)")
+    parser.add_argument("--speaker-eq-db", type=float, default=d.speaker_eq_db,
+                        help="fixed spectral colouring per speaker, dB per octave band (default 0: none)")  # fmt: skip
+    parser.add_argument("--utterance-eq-db", type=float, default=d.utterance_eq_db,
+                        help="random microphone response per utterance, dB per octave band (default 4)")  # fmt: skip
     parser.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST")
 

@@ -151,8 +151,9 @@ class FeatureCache:
     """A built cache, memory-mapped: :meth:`crop` gives the features of a training chunk.
     ``utts``: those the caller will ask for (all in the cache; a subset is fine)."""
 
-    def __init__(self, directory: str | Path, utts: list[str]):
+    def __init__(self, directory: str | Path, utts: list[str], norm: str = "mean"):
         directory = Path(directory)
+        self.norm = norm  # the model front-end's feature_norm, applied per crop
         try:
             meta = json.loads((directory / "meta.json").read_text())
             self.index = np.load(directory / "index.npy", allow_pickle=False)
@@ -167,15 +168,20 @@ class FeatureCache:
 
     def crop(self, utt: str, frames: int, rng: np.random.Generator, augment_prob: float) -> torch.Tensor:
         """``frames`` consecutive frames of ``utt`` (wrapped around when shorter) from its clean
-        version, or with probability ``augment_prob`` from one of its augmented copies; mean
-        normalised over the crop, as the online front-end normalises a chunk."""
+        version, or with probability ``augment_prob`` from one of its augmented copies;
+        normalised over the crop (``norm``: per-bin mean, overall level or none), as the online
+        front-end normalises a chunk."""
         copy = 1 + int(rng.integers(self.copies)) if rng.random() < augment_prob else 0
         start, n = self.index[self.row[utt], copy]
         offset = int(rng.integers(0, n - frames + 1)) if n > frames else 0
         x = np.asarray(self.feats[start + offset : start + min(n, offset + frames)], dtype=np.float32)
         if x.shape[0] < frames:
             x = np.resize(x, (frames, self.mels))  # wrap around, as short waveforms are looped
-        return torch.from_numpy(x - x.mean(axis=0, keepdims=True))
+        if self.norm == "mean":
+            x = x - x.mean(axis=0, keepdims=True)
+        elif self.norm == "level":
+            x = x - x.mean()
+        return torch.from_numpy(x)
 
 
 __all__ = ["FeatureCache", "build", "cache_key"]

@@ -21,6 +21,9 @@ from torch import nn
 from ..registry import MODELS, ModelSpec
 
 
+FEATURE_NORMS = ("mean", "level", "none")
+
+
 @dataclass
 class ResNetConfig:
     """Shape of a :class:`SpeakerModel`; every field has a YAML key of the same name."""
@@ -38,6 +41,11 @@ class ResNetConfig:
     # shrinks the effective learning rate; the norm layer pins it. Big, long runs cope
     # without (the paper's model has none); short CPU runs do not learn without it (docs/training.md).
     embed_bn: bool = False
+    # Normalisation of the log mel filterbanks per utterance: "mean" subtracts each bin's mean
+    # over time (the paper's front-end); "level" only the utterance's overall log level, so
+    # the long-term spectral shape (a speaker's and microphone's colouring) reaches the
+    # network; "none" keeps the raw log energies.
+    feature_norm: str = "mean"
 
     def __post_init__(self) -> None:
         n = len(self.widths)
@@ -52,6 +60,8 @@ class ResNetConfig:
         for name in ("num_mel_bins", "embed_dim", "sample_rate", "stem_stride"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        if self.feature_norm not in FEATURE_NORMS:
+            raise ValueError(f"feature_norm must be one of {', '.join(FEATURE_NORMS)}, got {self.feature_norm!r}")
         if self.stem_width is not None and self.stem_width < 1:
             raise ValueError(f"stem_width must be a positive integer, got {self.stem_width}")
 
@@ -182,7 +192,11 @@ class SpeakerModel(nn.Module):
         self.num_mel_bins = int(cfg.args["num_mel_bins"])
         self.embed_dim = int(cfg.args["embed_dim"])
         self.sample_rate = int(cfg.args.get("sample_rate", 16000))
-        self.fbank = Fbank(num_mel_bins=self.num_mel_bins, sample_rate=self.sample_rate)
+        norm = cfg.args.get("feature_norm", "mean")
+        if norm not in FEATURE_NORMS:
+            raise ValueError(f"feature_norm must be one of {', '.join(FEATURE_NORMS)}, got {norm!r}")
+        self.fbank = Fbank(num_mel_bins=self.num_mel_bins, sample_rate=self.sample_rate,
+                           mean_norm=norm == "mean", level_norm=norm == "level")  # fmt: skip
 
     @property
     def config(self):
@@ -190,7 +204,7 @@ class SpeakerModel(nn.Module):
         return getattr(self.embedder, "config", None) or self.spec
 
     def features(self, waves: torch.Tensor) -> torch.Tensor:
-        """Mean-normalised log mel filterbanks [B, frames, mels], computed without gradient."""
+        """Log mel filterbanks [B, frames, mels] normalised as ``feature_norm`` says, without gradient."""
         if waves.dim() != 2:
             raise ValueError(f"waveforms must be [batch, samples], got shape {tuple(waves.shape)}")
         with torch.no_grad():
