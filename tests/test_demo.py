@@ -60,6 +60,44 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     log = capsys.readouterr().out
     assert "corpus: reusing" in log and "trained model found" in log and "extracting" not in log
 
+    # The optional real-voice stage, here on a copy of the in-domain split posing as recorded
+    # voices: the systems' figures there must be their in-domain ones, the baseline's those of
+    # MFCC statistics scored by hand, and each comparison the relative change of the two.
+    import shutil
+
+    from jeffreys.baseline import datadir_stats
+    from jeffreys.data.trials import read_trials
+    from jeffreys.metrics import evaluate
+
+    rv = tmp_path / "rv" / "eval"
+    shutil.copytree(out / "corpus" / "in_domain", rv)
+    tri = read_trials(rv / "trials")
+    (rv / "trials_same_gender").write_text("".join(f"{e} {t} {'target' if y else 'nontarget'}\n"
+                                                   for e, t, y in zip(tri.enroll[::2], tri.test[::2], tri.label[::2])))
+    assert main(["demo", "--quick", "--out", str(out), "--seed", "1", "--real-voices", str(rv.parent)]) == 0
+    printed = capsys.readouterr().out
+    assert "Real voices against the MFCC-statistics baseline" in printed and "| MFCC statistics (baseline) |" in printed
+    rep = json.loads((out / "real_voices.json").read_text())
+    assert list(rep["sets"]) == ["real", "real_same_gender"]  # no cross-language list: left out
+    res = json.loads((out / "results.json").read_text())
+    real = rep["sets"]["real"]
+    for s in res["systems"]:
+        want = res["systems"][s]["eval"]["in_domain"]["per_seed"]["eer"]
+        assert real["systems"][s]["per_seed_eer"] == pytest.approx(want, abs=1e-12)
+    (sub,) = (out / "train_subsets").iterdir()
+    _, x_train, _ = datadir_stats(sub)
+    utts, x, _ = datadir_stats(rv)
+    z = {u: (v - x_train.mean(0)) / (x_train.std(0) + 1e-8) for u, v in zip(utts, x.astype(np.float64))}
+    brute = [float(np.dot(z[e], z[t]) / np.linalg.norm(z[e]) / np.linalg.norm(z[t])) for e, t in zip(tri.enroll, tri.test)]
+    base = evaluate(np.array(brute), tri.label)["eer"]
+    assert real["systems"]["mfcc_stats"]["eer"] == pytest.approx(base, abs=1e-9)
+    jef = real["vs_baseline"]["aam_jeffreys"]["eer"]
+    assert jef["reference"] == "mfcc_stats"
+    assert jef["diff_rel"] == pytest.approx((real["systems"]["aam_jeffreys"]["eer"] - base) / base, rel=1e-9)
+    assert main(["demo", "--quick", "--out", str(out), "--seed", "1", "--real-voices", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no real-voice evaluation set" in err and str(tmp_path) in err and "\n" not in err
+
 
 def test_demo_help():
     r = subprocess.run([sys.executable, "-m", "jeffreys", "demo", "--help"], capture_output=True, text=True)

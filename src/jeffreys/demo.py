@@ -119,6 +119,22 @@ def save_demo_model(results: dict, out: Path, system: str, dev: Path, quick: boo
     return model, report
 
 
+def real_voices_stage(cfg: ExperimentConfig, results: dict, out: Path, sets: list, log) -> str:
+    """The MFCC-statistics baseline on the real-voice trials, standardised on the training
+    subset the systems were centred with, and each system against it (``OUT/real_voices.json``
+    and ``.md``); returns the markdown."""
+    from .experiment.runner import train_data_of
+    from .experiment.stages import emb_name
+    from .realvoices import compare_with_baseline, real_voices_markdown
+
+    subset = out / "train_subsets" / emb_name(train_data_of(cfg.systems[0], cfg))
+    report = compare_with_baseline(cfg, out, sets, subset, log)
+    labels = {s.name: s.label or s.name for s in cfg.systems}
+    md = real_voices_markdown(report, labels, cfg.metrics.ci)
+    write_text_atomic(out / "real_voices.md", md)
+    return md
+
+
 def cli_demo(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="jeffreys demo",
@@ -131,12 +147,20 @@ def cli_demo(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run of every stage in a couple of minutes (tiny corpus, few steps)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the corpus, of subsets and bootstrap (default 0)")
     parser.add_argument("--seeds", type=int, nargs="+", metavar="SEED", help="training seeds (default: the experiment's, 0 1 2)")
+    parser.add_argument("--real-voices", type=Path, metavar="DIR",
+                        help="also evaluate on recorded voices: a `jeffreys prepare debvoices` output (DIR/eval with "
+                        "its trial lists), next to the MFCC-statistics baseline on the same trials (docs/real-voices.md)")
     parser.add_argument("--study", choices=[k for k in DEMOS if k != "table1"],
                         help="run a packaged study instead of Table 1: 'speakers' (the effect against the number "
                         "of training speakers, 5 seeds, about an hour on 2 cores)")
     args = parser.parse_args(argv)
     demo = DEMOS[args.study or "table1"]
     out = args.out or Path(demo.out)
+    real_sets = []
+    if args.real_voices is not None:  # checked before any work
+        from .realvoices import real_voice_sets
+
+        real_sets = real_voice_sets(args.real_voices)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
 
@@ -146,13 +170,20 @@ def cli_demo(argv: list[str]) -> int:
 
     corpus = build_corpus(out / "corpus", demo.quick_corpus if args.quick else demo.corpus, args.seed, log)
     cfg = demo_config(demo, corpus.resolve(), out.resolve(), args.quick, args.seed, args.seeds)
+    cfg.eval_sets.extend(real_sets)
     results = run_experiment(cfg, out, t0=t0)
+    real_md = ""
+    if real_sets:
+        real_md = real_voices_stage(cfg, results, out, real_sets, log)
     model = report = None
     if demo is DEMOS["table1"]:
         model, report = save_demo_model(results, out, cfg.systems[-1].name, corpus / "dev", args.quick)
     print()
     print(results["table_markdown"], end="")
     print(results["comparisons_markdown"], end="")
+    if real_md:
+        print("\nReal voices against the MFCC-statistics baseline (OUT/real_voices.json):")
+        print(real_md, end="")
     print()
     print(f"jeffreys demo: done in {(time.monotonic() - t0) / 60:.1f} min. Results in {out}/: table.md, "
           f"results.json, gains.png (Fig. 3), det_*.png (Figs. 4-5), probe_*.png (Figs. 1-2), nontarget_*.png")
@@ -160,4 +191,8 @@ def cli_demo(argv: list[str]) -> int:
         print(f"The Jeffreys model: {model} (try `jeffreys verify {model} a.wav b.wav`), calibrated on the corpus's "
               f"held-out dev speakers: same speaker when the score is >= {report['threshold']:.4f} "
               f"({out / 'calibration.txt'})")
+    if model is not None and real_md:
+        real = json.loads((out / "real_voices.json").read_text())["sets"]["real"]["systems"]
+        print(f"On the real voices it gets {100 * real[cfg.systems[-1].name]['per_seed_eer'][0]:.2f} % EER, where the "
+              f"MFCC-statistics baseline gets {100 * real['mfcc_stats']['eer']:.2f} % (OUT/real_voices.md).")
     return 0
