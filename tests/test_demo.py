@@ -102,3 +102,18 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
 def test_demo_help():
     r = subprocess.run([sys.executable, "-m", "jeffreys", "demo", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--quick" in r.stdout and "Table 1" in r.stdout
+
+
+@pytest.mark.slow
+def test_study_speakers_quick(tmp_path, capsys):
+    """`--study speakers` on a tiny corpus: six systems, each AAM-Jeffreys compared with the AAM
+    of its own size, and the figure of that effect against the number of speakers."""
+    out = tmp_path / "study"
+    assert main(["demo", "--study", "speakers", "--quick", "--out", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert list(res["systems"]) == ["aam_200", "jeffreys_200", "aam_1000", "jeffreys_1000", "aam_3000", "jeffreys_3000"]
+    refs = {s: next(iter(per.values()))["eer"]["reference"] for s, per in res["comparisons"].items()}
+    assert refs == {"jeffreys_200": "aam_200", "aam_1000": "aam_200", "jeffreys_1000": "aam_1000",
+                    "aam_3000": "aam_200", "jeffreys_3000": "aam_3000"}
+    assert (out / "effect_vs_speakers.png").stat().st_size > 10_000
+    assert not (out / "model.pt").exists()  # the study saves no demo model

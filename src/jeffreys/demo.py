@@ -119,6 +119,24 @@ def save_demo_model(results: dict, out: Path, system: str, dev: Path, quick: boo
     return model, report
 
 
+def effect_vs_speakers(cfg: ExperimentConfig, results: dict, out: Path) -> Path:
+    """The study's figure: each system compared with a reference of its own size (AAM-Jeffreys
+    with AAM) against the number of training speakers, per evaluation set
+    (``OUT/effect_vs_speakers.png``)."""
+    from .report import plot_effect_curve
+
+    points: dict[str, list] = {}
+    for s in cfg.systems:
+        if s.reference is None:  # the AAM systems: compared with the smallest one, not part of the curve
+            continue
+        size = float(s.set["data.max_speakers"])
+        for name, comparison in results["comparisons"].get(s.name, {}).items():
+            points.setdefault(name, []).append((size, comparison))
+    path = out / "effect_vs_speakers.png"
+    plot_effect_curve(points, path, "training speakers", title="AAM-Jeffreys against AAM of the same size: relative EER change")
+    return path
+
+
 def real_voices_stage(cfg: ExperimentConfig, results: dict, out: Path, sets: list, log) -> str:
     """The MFCC-statistics baseline on the real-voice trials, standardised on the training
     subset the systems were centred with, and each system against it (``OUT/real_voices.json``
@@ -175,6 +193,8 @@ def cli_demo(argv: list[str]) -> int:
     real_md = ""
     if real_sets:
         real_md = real_voices_stage(cfg, results, out, real_sets, log)
+    if demo is DEMOS["speakers"]:
+        effect_vs_speakers(cfg, results, out)
     model = report = None
     if demo is DEMOS["table1"]:
         model, report = save_demo_model(results, out, cfg.systems[-1].name, corpus / "dev", args.quick)

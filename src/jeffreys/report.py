@@ -287,6 +287,41 @@ def plot_comparisons(comparisons: Mapping, labels: Mapping[str, str], evalsets: 
     save_figure(fig, out_path)
 
 
+def plot_effect_curve(points: Mapping[str, Sequence[tuple[float, Mapping]]], out_path: str | Path, xlabel: str,
+                      title: str | None = None, level: float = 0.95) -> None:
+    """A comparison's relative EER change (percent, negative = better) against a setting, one
+    line per evaluation set: ``points[set] = [(x, comparison), ...]`` with the comparisons of
+    ``results.json`` (``{"eer": {"diff_rel", "ci", "reference"}}``); whiskers are their intervals,
+    hollow markers where the interval covers 0."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    sets = list(points)
+    for k, name in enumerate(sets):
+        pts = sorted(points[name], key=lambda p: p[0])
+        shift = 1 + 0.03 * (k - (len(sets) - 1) / 2)  # side by side on a log axis
+        xs = [x * shift for x, _ in pts]
+        ys = [100 * c["eer"]["diff_rel"] for _, c in pts]
+        # a percentile interval need not contain the point estimate: whiskers stop at it
+        lo = [max(0.0, y - 100 * c["eer"]["ci"][0]) for y, (_, c) in zip(ys, pts)]
+        hi = [max(0.0, 100 * c["eer"]["ci"][1] - y) for y, (_, c) in zip(ys, pts)]
+        colour = f"C{k}"
+        ax.errorbar(xs, ys, yerr=[lo, hi], color=colour, capsize=3, lw=1, label=name)
+        for x, y, (_, c) in zip(xs, ys, pts):
+            covers = c["eer"]["ci"][0] <= 0 <= c["eer"]["ci"][1]
+            ax.plot([x], [y], "o", color=colour, mfc="white" if covers else colour, zorder=3)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    xticks = sorted({x for pts in points.values() for x, _ in pts})
+    ax.set_xticks(xticks, [f"{x:g}" for x in xticks])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("relative EER change (%)")
+    ax.set_title(title or f"Relative EER change, {100 * level:g} % intervals (hollow: not distinguishable)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_figure(fig, out_path)
+
+
 def plot_det(systems: Mapping[str, tuple], out_path: str | Path, p_target: float = 0.01, title: str | None = None,
              lim: tuple[float, float] | None = None) -> dict[str, dict]:
     """DET curves (probit axes, in percent) of ``systems[name] = (scores, labels)`` on one

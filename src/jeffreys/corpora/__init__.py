@@ -49,6 +49,7 @@ FUNCTIONS: dict[str, str] = {
     "prepare_rirs": "jeffreys.corpora.rirs",
     "convert_datadir": "jeffreys.corpora.convert",
     "prepare_folder": "jeffreys.corpora.folder",
+    "prepare_debvoices": "jeffreys.corpora.debvoices",
 }
 
 
