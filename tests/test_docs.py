@@ -51,3 +51,16 @@ def test_no_machine_paths_in_tracked_files():
         for m in re.finditer(r"(?<![\w.])/(?:work|tmp)/[a-z][^\s`'\")]*|load average", text):
             bad.append(f"{name}: {m.group(0)}")
     assert not bad, "machine paths or run history in tracked files:\n" + "\n".join(bad[:20])
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_tables_have_rows_and_no_placeholders(page):
+    """A measured table that lost its rows, or a section left to be filled in, reads as a
+    result that is not there."""
+    lines = re.sub(r"```.*?```", "", page.read_text(encoding="utf-8"), flags=re.S).splitlines()
+    for i, line in enumerate(lines[:-1]):
+        if re.fullmatch(r"\|(\s*:?-+:?\s*\|)+", line.strip()):
+            assert lines[i + 1].lstrip().startswith("|"), f"{page.name}:{i + 1}: a table with a header and no rows"
+    text = "\n".join(lines)
+    for marker in ("TODO", "TBD", "filled in below", "<!-- fill"):
+        assert marker not in text, f"{page.name}: placeholder {marker!r}"

@@ -20,7 +20,7 @@ PACKAGES=(
   fillets-ng-data-nl     # Dutch dialogue: the two fish
   tuxpaint-stamps-default  # spoken stamp descriptions, one volunteer per language
   klettres-data          # letters and syllables, credited speaker per language
-  kajongg                # Mah Jongg calls, four voices in English and German
+  kajongg                # Mah Jongg calls, five voices, three of them in English and German
   festvox-ru             # a Russian unit-selection voice's recordings (one speaker)
 )
 DIR=$1

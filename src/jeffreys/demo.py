@@ -20,8 +20,11 @@ the corpus directory, ``${OUT}`` the output; its systems train with
 ``jeffreys/conf/demo.yaml``); ``--quick`` merges ``jeffreys/conf/demo_quick.yaml`` over it,
 shrinking corpus, training and bootstrap to a smoke run that exercises every stage.
 ``--study speakers`` runs ``jeffreys/conf/study_speakers.yaml`` instead: where the
-regulariser's effect lives as the number of training speakers grows. Re-running into the
-same ``OUT`` skips finished stages.
+regulariser's effect lives as the number of training speakers grows (and draws
+``OUT/effect_vs_speakers.png``). ``--real-voices DIR`` (a ``jeffreys prepare debvoices``
+output) adds the recorded voices as evaluation sets and the MFCC-statistics baseline on the
+same trials (:mod:`jeffreys.realvoices`). Re-running into the same ``OUT`` skips finished
+stages.
 """
 
 from __future__ import annotations
@@ -137,10 +140,10 @@ def effect_vs_speakers(cfg: ExperimentConfig, results: dict, out: Path) -> Path:
     return path
 
 
-def real_voices_stage(cfg: ExperimentConfig, results: dict, out: Path, sets: list, log) -> str:
+def real_voices_stage(cfg: ExperimentConfig, results: dict, out: Path, sets: list, log) -> tuple[dict, str]:
     """The MFCC-statistics baseline on the real-voice trials, standardised on the training
     subset the systems were centred with, and each system against it (``OUT/real_voices.json``
-    and ``.md``); returns the markdown."""
+    and ``.md``); returns the report and its markdown."""
     from .experiment.runner import train_data_of
     from .experiment.stages import emb_name
     from .realvoices import compare_with_baseline, real_voices_markdown
@@ -150,7 +153,7 @@ def real_voices_stage(cfg: ExperimentConfig, results: dict, out: Path, sets: lis
     labels = {s.name: s.label or s.name for s in cfg.systems}
     md = real_voices_markdown(report, labels, cfg.metrics.ci)
     write_text_atomic(out / "real_voices.md", md)
-    return md
+    return report, md
 
 
 def cli_demo(argv: list[str]) -> int:
@@ -170,7 +173,7 @@ def cli_demo(argv: list[str]) -> int:
                         "its trial lists), next to the MFCC-statistics baseline on the same trials (docs/real-voices.md)")
     parser.add_argument("--study", choices=[k for k in DEMOS if k != "table1"],
                         help="run a packaged study instead of Table 1: 'speakers' (the effect against the number "
-                        "of training speakers, 5 seeds, about an hour on 2 cores)")
+                        "of training speakers, 5 seeds, about 50 minutes on 2 cores)")
     args = parser.parse_args(argv)
     demo = DEMOS[args.study or "table1"]
     out = args.out or Path(demo.out)
@@ -190,9 +193,9 @@ def cli_demo(argv: list[str]) -> int:
     cfg = demo_config(demo, corpus.resolve(), out.resolve(), args.quick, args.seed, args.seeds)
     cfg.eval_sets.extend(real_sets)
     results = run_experiment(cfg, out, t0=t0)
-    real_md = ""
+    real, real_md = None, ""
     if real_sets:
-        real_md = real_voices_stage(cfg, results, out, real_sets, log)
+        real, real_md = real_voices_stage(cfg, results, out, real_sets, log)
     if demo is DEMOS["speakers"]:
         effect_vs_speakers(cfg, results, out)
     model = report = None
@@ -211,8 +214,8 @@ def cli_demo(argv: list[str]) -> int:
         print(f"The Jeffreys model: {model} (try `jeffreys verify {model} a.wav b.wav`), calibrated on the corpus's "
               f"held-out dev speakers: same speaker when the score is >= {report['threshold']:.4f} "
               f"({out / 'calibration.txt'})")
-    if model is not None and real_md:
-        real = json.loads((out / "real_voices.json").read_text())["sets"]["real"]["systems"]
-        print(f"On the real voices it gets {100 * real[cfg.systems[-1].name]['per_seed_eer'][0]:.2f} % EER, where the "
-              f"MFCC-statistics baseline gets {100 * real['mfcc_stats']['eer']:.2f} % (OUT/real_voices.md).")
+    if model is not None and real is not None:
+        on = real["sets"]["real"]["systems"]
+        print(f"On the real voices it gets {100 * on[cfg.systems[-1].name]['per_seed_eer'][0]:.2f} % EER, where the "
+              f"MFCC-statistics baseline gets {100 * on['mfcc_stats']['eer']:.2f} % (OUT/real_voices.md).")
     return 0
