@@ -378,3 +378,11 @@ def test_a_model_trained_on_the_embedded_corpus_says_so(tmp_path):
         warnings.simplefilter("always")
         jeffreys.load(real)
     assert not caught
+
+
+def test_a_device_name_is_taken_as_checked():
+    from jeffreys.devices import resolve_device
+
+    assert resolve_device(" cpu ").type == "cpu"  # the checked (stripped) name, not torch's traceback
+    with pytest.raises(InputError, match="not a device"):
+        resolve_device("gpu0")

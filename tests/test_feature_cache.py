@@ -4,6 +4,8 @@ bytes whatever the number of workers, one build shared, crops as the online chun
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -131,3 +133,39 @@ def test_a_speaker_subset_trains_from_the_whole_data_dirs_cache(tmp_path):
     x_few, _ = few.dataset[(0, 0)]
     x_all, _ = all_.dataset[(0, 0)]
     assert few.dataset.utts[0] == all_.dataset.utts[0] and torch.equal(x_few, x_all)  # same item, same crop
+
+
+def test_a_damaged_cache_or_a_bad_subset_size_is_one_line(setup, tmp_path):
+    from jeffreys.train import load_train_config
+
+    root, ds, aug, fbank = setup
+    good = feature_cache.build(ds, aug, fbank, 2, root / "c1", jobs=1)
+    bad = tmp_path / "bad"
+    shutil.copytree(good, bad)
+    for name, content in (("meta.json", b"[1, 2]"), ("meta.json", b"{\"version\": 1, \"utts\": 3}"),
+                          ("index.npy", b"\x93NUMPY garbage")):
+        shutil.copytree(good, bad, dirs_exist_ok=True)
+        (bad / name).write_bytes(content)
+        with pytest.raises(InputError, match="not a feature cache") as e:
+            feature_cache.FeatureCache(bad, ds.utts)
+        assert str(bad) in str(e.value) and "\n" not in str(e.value)
+    path = tmp_path / "c.yaml"
+    path.write_text("data: {max_speakers: 1}\n")
+    with pytest.raises(InputError, match="max_speakers must be at least 2"):
+        load_train_config(path, [f"data.train={root}"])
+
+
+def test_a_killed_build_leaves_nothing_the_next_build_keeps(setup):
+    """A build runs in a temporary sibling: one left by a dead process is removed by the next."""
+    root, ds, aug, fbank = setup
+    where = root / "killed"
+    key = feature_cache.cache_key(ds, aug, fbank, 1)
+    where.mkdir()
+    from jeffreys.fileio import _temp_name
+
+    stale = _temp_name(where / key)
+    stale.mkdir()
+    stale = stale.rename(stale.with_name(stale.name.replace(f"-{os.getpid()}-", "-999999999-")))
+    (stale / "feats.f16").write_bytes(b"\0" * 1024)
+    built = feature_cache.build(ds, aug, fbank, 1, where, jobs=1)
+    assert built == where / key and not stale.exists()

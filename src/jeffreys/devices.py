@@ -27,8 +27,7 @@ def resolve_device(device):
     """The ``torch.device`` of ``device`` (a name or a torch.device), available on this machine."""
     import torch
 
-    name = str(device)
-    check_device_name(name)
+    name = check_device_name(str(device))
     dev = torch.device(name)
     if dev.type == "cuda":
         if not torch.cuda.is_available():

@@ -336,12 +336,6 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
     return Path(path)
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    with atomic_write(path, "wb") as f:
-        f.write(data)
-    return Path(path)
-
-
 # ----------------------------------------------------------------------------- atomic directories
 class atomic_dir:
     """Context manager: build a directory in a temporary sibling, rename it into place.
@@ -401,5 +395,5 @@ class atomic_dir:
 
 __all__ = [
     "AtomicFiles", "atomic_dir", "atomic_write", "check_output", "input_file", "read_npy", "read_text",
-    "remove_stale_temps", "save_npy", "write_bytes_atomic", "write_text_atomic",
+    "remove_stale_temps", "save_npy", "write_text_atomic",
 ]

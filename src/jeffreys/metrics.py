@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import InputError, finite, nonnegative_int
+from .errors import InputError, nonnegative_int, positive
 
 _LN2 = math.log(2.0)
 
@@ -81,8 +81,8 @@ def _split(scores, labels) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _costs(c_miss, c_fa) -> None:
-    if not (finite(c_miss, "c_miss") > 0 and finite(c_fa, "c_fa") > 0):
-        raise InputError(f"costs must be positive (got c_miss={c_miss}, c_fa={c_fa})")
+    positive(c_miss, "c_miss")
+    positive(c_fa, "c_fa")
 
 
 def _priors(p_targets) -> tuple[float, ...]:

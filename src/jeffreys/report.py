@@ -280,7 +280,7 @@ def plot_comparisons(comparisons: Mapping, labels: Mapping[str, str], evalsets: 
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, ticks, fontsize=8)
     refs = {c["eer"]["reference"] for per in comparisons.values() for c in per.values()}
-    ax.set_ylabel("relative gain over " + (labels.get(next(iter(refs))) if len(refs) == 1 else "each system's reference") + " (%)")
+    ax.set_ylabel("relative gain over " + (labels.get(ref := next(iter(refs)), ref) if len(refs) == 1 else "each system's reference") + " (%)")
     ax.set_title(title or f"Relative gains, {100 * level:g} % intervals", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, title=f"hatched: not distinguishable at {100 * level:g} %", title_fontsize=7)

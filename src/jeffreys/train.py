@@ -93,6 +93,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.offline_copies < 0:
             raise ValueError(f"data.offline_copies must not be negative, got {self.offline_copies}")
+        if self.max_speakers is not None and self.max_speakers < 2:
+            raise ValueError(f"data.max_speakers must be at least 2, got {self.max_speakers}")
         if not self.chunk_seconds > 0:
             raise ValueError(f"data.chunk_seconds must be positive, got {self.chunk_seconds}")
         if self.num_workers < 0:

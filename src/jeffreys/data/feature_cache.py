@@ -27,8 +27,6 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from multiprocessing import get_context
@@ -38,6 +36,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..fileio import atomic_dir, read_npy, read_text, save_npy
 
 VERSION = 1
 
@@ -118,8 +117,9 @@ def build(dataset, augmenter, fbank, copies: int, directory: str | Path, jobs: i
         jobs = max(1, jobs or os.cpu_count() or 1)
         if log:
             log(f"feature cache: {len(dataset.utts)} utterances x {copies + 1} versions -> {final} ({jobs} process(es))")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
-        try:
+        # atomic_dir: a failed or terminated build leaves nothing, a killed one's temporary is
+        # removed by the next build
+        with atomic_dir(final, overwrite=True) as tmp:
             index = np.zeros((len(dataset.utts), copies + 1, 2), dtype=np.int64)
             pos = 0
             _WORK.update(dataset=dataset, augmenter=augmenter, fbank=fbank, copies=copies)
@@ -136,14 +136,12 @@ def build(dataset, augmenter, fbank, copies: int, directory: str | Path, jobs: i
                     if pool:
                         pool.shutdown(cancel_futures=True)
                     _WORK.clear()
-            np.save(tmp / "index.npy", index)
+            with open(tmp / "index.npy", "wb") as f:
+                save_npy(f, index)
             meta = {"version": VERSION, "key": key, "utts": dataset.utts, "copies": copies,
                     "num_mel_bins": fbank.num_mel_bins, "frames": int(pos), "data": str(dataset.data.path)}
-            (tmp / "meta.json").write_text(json.dumps(meta))
-            os.replace(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            with open(tmp / "meta.json", "w", encoding="utf-8") as f:
+                f.write(json.dumps(meta))
     return final
 
 
@@ -155,16 +153,19 @@ class FeatureCache:
         directory = Path(directory)
         self.norm = norm  # the model front-end's feature_norm, applied per crop
         try:
-            meta = json.loads((directory / "meta.json").read_text())
-            self.index = np.load(directory / "index.npy", allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise InputError(f"{directory}: not a feature cache ({e})") from None
-        self.row = {u: i for i, u in enumerate(meta.get("utts", []))}
-        if meta.get("version") != VERSION or any(u not in self.row for u in utts):
-            raise InputError(f"{directory}: feature cache of other utterances or another version; delete it")
-        self.copies = int(meta["copies"])
-        self.mels = int(meta["num_mel_bins"])
-        self.feats = np.memmap(directory / "feats.f16", dtype=np.float16, mode="r", shape=(int(meta["frames"]), self.mels))
+            meta = json.loads(read_text(directory / "meta.json", "feature cache meta")[1])
+            if not isinstance(meta, dict):
+                raise ValueError("meta.json is not a JSON object")
+            self.row = {u: i for i, u in enumerate(meta.get("utts", []))}
+            if meta.get("version") != VERSION or any(u not in self.row for u in utts):
+                raise InputError(f"{directory}: feature cache of other utterances or another version; delete it")
+            self.copies, self.mels, frames = int(meta["copies"]), int(meta["num_mel_bins"]), int(meta["frames"])
+            self.index = read_npy(directory / "index.npy", "feature cache index")
+            if self.index.shape != (len(self.row), self.copies + 1, 2) or (self.index[..., 0] + self.index[..., 1] > frames).any():
+                raise ValueError("index.npy does not match meta.json")
+            self.feats = np.memmap(directory / "feats.f16", dtype=np.float16, mode="r", shape=(frames, self.mels))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{directory}: not a feature cache ({str(e).splitlines()[0] if str(e) else type(e).__name__}); delete it") from None
 
     def crop(self, utt: str, frames: int, rng: np.random.Generator, augment_prob: float) -> torch.Tensor:
         """``frames`` consecutive frames of ``utt`` (wrapped around when shorter) from its clean

@@ -375,7 +375,7 @@ def label_scores(scores: Scores, trials_path: str | Path, scores_path: str | Pat
         where = scores.lines if scores.lines is not None else np.arange(1, len(scores.score) + 1)
         first = ", ".join(f"line {where[i]}: {scores.enroll[i]} {scores.test[i]}" for i in missing[:3])
         raise InputError(f"{scores_path}: {len(missing)} scored pairs are not in {trials_path}; first: {first}")
-    if len(set(zip(scores.enroll, scores.test))) < len(index):
+    if len(scores.score) < len(index):  # pairs are unique (read_scores) and all in the trials
         scored = set(zip(scores.enroll, scores.test))
         unscored = [k for k in index if k not in scored]
         raise InputError(
