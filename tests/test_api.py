@@ -251,6 +251,8 @@ def _set_prop(key: str, value: str | None):
         ("jeffreys.meta", '{"mean": [1, 2]}', r"meta\['mean'\] must be 8 finite numbers"),
         ("jeffreys.meta", '{"calibration": {"a": -1.0, "b": 0.0}}', "must be positive"),
         ("jeffreys.sample_rate", "-16000", "'jeffreys.sample_rate' must be a positive integer"),
+        ("jeffreys.sample_rate", "\u00b2", "'jeffreys.sample_rate' must be a positive integer"),  # isdigit, not int
+        ("jeffreys.embed_dim", "9" * 5000, "'jeffreys.embed_dim' must be a positive integer"),
         ("jeffreys.input", "spectrogram", "'jeffreys.input' must be one of"),
         ("jeffreys.input", None, "not an export of `jeffreys export`"),
     ],
@@ -281,6 +283,33 @@ def test_onnx_files_that_are_not_models_or_point_elsewhere(onnx_file, tmp_path):
     ext = _rewrite_onnx(onnx_file, tmp_path / "ext.onnx", external)
     with pytest.raises(InputError, match="external data files; refused"):
         jeffreys.load(ext)
+
+    # the same pointer hidden in a subgraph (an If branch) and in a local function
+    from onnx import helper
+
+    def pointer(name):
+        t = helper.make_tensor(name, TensorProto.FLOAT, [1], [0.0])
+        t.ClearField("float_data")
+        t.data_location = TensorProto.EXTERNAL
+        e = t.external_data.add()
+        e.key, e.value = "location", "secret.bin"
+        return t
+
+    def in_subgraph(proto):
+        branch = helper.make_graph([], "b", [], [helper.make_tensor_value_info("s", TensorProto.FLOAT, [1])],
+                                   initializer=[pointer("s")])
+        cond = helper.make_tensor("cond", TensorProto.BOOL, [], [True])
+        proto.graph.initializer.append(cond)
+        proto.graph.node.append(helper.make_node("If", ["cond"], ["unused"], then_branch=branch, else_branch=branch))
+
+    def in_function(proto):
+        const = helper.make_node("Constant", [], ["y"], value=pointer("c"))
+        proto.functions.append(helper.make_function("local", "f", [], ["y"], [const], [helper.make_opsetid("", 17)]))
+
+    for edit in (in_subgraph, in_function):
+        hidden = _rewrite_onnx(onnx_file, tmp_path / f"{edit.__name__}.onnx", edit)
+        with pytest.raises(InputError, match="external data files; refused"):
+            jeffreys.load(hidden)
 
 
 def test_devices_and_bad_bundles(bundle, onnx_file, tmp_path):

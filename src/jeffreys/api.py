@@ -87,9 +87,42 @@ class _TorchBackend:
                            max_chunk_seconds=max_chunk_seconds)
 
 
+def _onnx_tensors(proto):
+    """Every tensor an ONNX model holds: initializers (sparse ones too) and tensor attributes of
+    the main graph, of every subgraph (If/Loop/Scan bodies) and of local functions."""
+
+    def of_graph(g):
+        yield from g.initializer
+        for s in g.sparse_initializer:
+            yield s.values
+            yield s.indices
+        yield from of_nodes(g.node)
+
+    def of_nodes(nodes):
+        for node in nodes:
+            for a in node.attribute:
+                if a.HasField("t"):
+                    yield a.t
+                yield from a.tensors
+                if a.HasField("sparse_tensor"):
+                    yield a.sparse_tensor.values
+                    yield a.sparse_tensor.indices
+                for s in a.sparse_tensors:
+                    yield s.values
+                    yield s.indices
+                if a.HasField("g"):
+                    yield from of_graph(a.g)
+                for g in a.graphs:
+                    yield from of_graph(g)
+
+    yield from of_graph(proto.graph)
+    for f in proto.functions:
+        yield from of_nodes(f.node)
+
+
 def _onnx_int(props: dict[str, str], key: str, path: Path) -> int:
     value = props.get(f"jeffreys.{key}")
-    if value is None or not value.isdigit() or int(value) < 1:
+    if value is None or not (value.isascii() and value.isdigit() and len(value) <= 12) or int(value) < 1:
         raise InputError(f"{path}: ONNX metadata 'jeffreys.{key}' must be a positive integer, got {value!r}")
     return int(value)
 
@@ -121,10 +154,7 @@ class _OnnxBackend:
             raise InputError(f"{path}: not an ONNX model, or damaged ({type(e).__name__})") from None
         from onnx.external_data_helper import uses_external_data
 
-        tensors = list(proto.graph.initializer) + [
-            a.t for node in proto.graph.node for a in node.attribute if a.HasField("t")
-        ]
-        if any(uses_external_data(t) for t in tensors):
+        if any(uses_external_data(t) for t in _onnx_tensors(proto)):
             raise InputError(f"{path}: the model keeps tensors in external data files; refused (files are read as one self-contained model)")
         props = {p.key: p.value for p in proto.metadata_props}
         if "jeffreys.input" not in props:
