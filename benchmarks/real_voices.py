@@ -14,10 +14,10 @@ baseline and trained models, on the three trial lists of DATA/eval, with interva
 
 Per run: EER, minDCF (p_target 0.01) and a percentile bootstrap interval resampling
 enrolment speakers (as `jeffreys metrics --ci --ci-by speaker --utt2spk DATA/eval/utt2spk`).
-Per system with several seeds: the mean EER over seeds and an interval covering seed and
-speaker variance (each replicate resamples the enrolment speakers and, independently per
-system, the seeds). ``--reference NAME``: the relative EER change of every other system
-against it (negative = better), speakers resampled jointly (paired). CPU seconds are this
+Per system: the mean EER over its seeds and an interval covering seed and speaker variance;
+``--reference NAME``: the relative EER change of every other system against it (negative =
+better), paired over seeds and speakers — both through
+:func:`jeffreys.experiment.statistics.set_statistics`, as `jeffreys experiment` reports them. CPU seconds are this
 process's user+sys. Prints one JSON object.
 
     python benchmarks/real_voices.py --data data/debvoices --baseline-train demo/corpus/train \\
@@ -41,9 +41,11 @@ import numpy as np
 import torch
 
 from jeffreys.baseline import MfccBaseline, cosine, datadir_stats
-from jeffreys.data.datadir import read_datadir, write_datadir
+from jeffreys.data.datadir import read_datadir
 from jeffreys.data.trials import read_trials
 from jeffreys.extract import extract
+from jeffreys.experiment.stages import subset_utts, write_subset
+from jeffreys.experiment.statistics import set_statistics
 from jeffreys.metrics import bootstrap_ci, evaluate, speaker_groups
 from jeffreys.models.bundle import load_bundle
 
@@ -82,59 +84,33 @@ def run_figures(scores: np.ndarray, tl: TrialList, n_boot: int, seed: int) -> di
     }
 
 
-class WeightedEER:
-    """EER of one run's scores under per-speaker weights (a bootstrap replicate), from one sort."""
-
-    def __init__(self, scores: np.ndarray, tl: TrialList):
-        order = np.argsort(scores, kind="stable")
-        self.y = tl.labels[order]
-        self.group = tl.group[order]
-
-    def __call__(self, speaker_weights: np.ndarray) -> float:
-        w = speaker_weights[self.group].astype(np.float64)
-        wt, wn = np.where(self.y, w, 0.0), np.where(self.y, 0.0, w)
-        if wt.sum() == 0 or wn.sum() == 0:
-            return float("nan")
-        miss = np.cumsum(wt) / wt.sum()  # targets at or below each threshold
-        fa = 1.0 - np.cumsum(wn) / wn.sum()  # non-targets above it
-        k = int(np.argmax(miss >= fa))
-        return float((miss[k] + fa[k]) / 2)
-
-
 def seed_intervals(runs: dict[str, list[np.ndarray]], tl: TrialList, reference: str | None, n_boot: int, seed: int) -> dict:
-    """Mean EER over seeds per system, its interval (speakers and seeds resampled), and the
-    paired relative change against ``reference``."""
-    rng = np.random.default_rng(seed)
-    eers = {name: [WeightedEER(s, tl) for s in scores] for name, scores in runs.items()}
-    means: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(n_boot):
-        g = np.bincount(rng.integers(0, tl.n_groups, tl.n_groups), minlength=tl.n_groups)
-        for name, fns in eers.items():
-            pick = rng.integers(0, len(fns), len(fns))
-            means[name].append(float(np.mean([fns[i](g) for i in pick])))
+    """Per system: the mean EER over its seeds with an interval resampling seeds and speakers,
+    and the relative change against ``reference`` paired over seeds and speakers
+    (:func:`jeffreys.experiment.statistics.set_statistics`, as `jeffreys experiment` reports).
+    A reference with one run (the baseline: no seed moves it) enters with those scores for
+    every seed; otherwise the first seeds common to both are paired."""
     out = {}
     for name, scores in runs.items():
-        point = float(np.mean([evaluate(s, tl.labels)["eer"] for s in scores]))
-        m = np.asarray(means[name])
-        row = {"seeds": len(scores), "eer_mean": round(point, 4),
-               "eer_mean_ci": [round(float(v), 4) for v in np.nanquantile(m, [0.025, 0.975])]}  # fmt: skip
+        st = set_statistics({name: scores}, tl.labels, tl.group, {}, n_boot=n_boot, seed=seed)
+        row = {"seeds": len(scores), "eer_mean": round(st.means[name]["eer"], 4),
+               "eer_mean_ci": [round(v, 4) for v in st.intervals[name]["eer"]]}  # fmt: skip
         if reference is not None and name != reference:
-            ref = np.asarray(means[reference])
-            ref_point = float(np.mean([evaluate(s, tl.labels)["eer"] for s in runs[reference]]))
-            rel = m / ref - 1
-            row["vs_" + reference] = {"diff_rel": round(point / ref_point - 1, 4),
-                                      "ci": [round(float(v), 4) for v in np.nanquantile(rel, [0.025, 0.975])]}  # fmt: skip
+            ref = runs[reference]
+            n = len(scores) if len(ref) == 1 else min(len(scores), len(ref))
+            pair = {reference: ref * n if len(ref) == 1 else ref[:n], name: scores[:n]}
+            c = set_statistics(pair, tl.labels, tl.group, reference, n_boot=n_boot, seed=seed).comparisons[name]["eer"]
+            row["vs_" + reference] = {"seeds": n, "diff_rel": round(c["diff_rel"], 4),
+                                      "ci": [round(v, 4) for v in c["ci"]], "p": round(c["p"], 4)}  # fmt: skip
         out[name] = row
     return out
 
 
 def subset_dir(src: Path, dst: Path, n: int, seed: int) -> Path:
-    """A data dir of ``n`` utterances of ``src`` drawn with ``seed`` (all when fewer)."""
+    """A data dir of ``n`` utterances of ``src``, spread over speakers as the experiment
+    runner draws its training subsets (all when fewer)."""
     dd = read_datadir(src)
-    utts = dd.utts
-    if len(utts) > n:
-        utts = sorted(np.asarray(utts)[np.random.default_rng(seed).choice(len(utts), n, replace=False)].tolist())
-    return write_datadir(dst, {u: dd.wav[u] for u in utts}, {u: dd.utt2spk[u] for u in utts})
+    return write_subset(dd, subset_utts(dd, n, seed), dst)
 
 
 def main() -> int:
@@ -162,13 +138,13 @@ def main() -> int:
         "command": "python benchmarks/real_voices.py " + " ".join(sys.argv[1:]),
         "runs": {},
     }
-    embeddings: dict[str, list[dict[str, np.ndarray]]] = {}
+    scored: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name in lists}  # list -> system -> runs
 
     def add_run(system: str, run: str, emb: dict[str, np.ndarray], extra: dict) -> None:
-        embeddings.setdefault(system, []).append(emb)
         row = {"system": system}
         for name, tl in lists.items():
             s = tl.scores(emb)
+            scored[name].setdefault(system, []).append(s)
             row[name] = run_figures(s, tl, args.n_boot, args.seed)
             if args.scores_dir is not None:
                 args.scores_dir.mkdir(parents=True, exist_ok=True)
@@ -204,12 +180,11 @@ def main() -> int:
             if train_sub is not None:
                 _, t = extract(bundle, train_sub, progress=False, num_workers=0)
                 add_run(name + "+trainmean", run.replace("#", "+trainmean#"), dict(zip(ids, e - t.mean(0))), {"model": path})
-    if args.reference is not None and args.reference not in embeddings:
+    if args.reference is not None and args.reference not in scored["trials"]:
         ap.error(f"--reference {args.reference!r}: no such system")
     out["systems"] = {}
     for name, tl in lists.items():
-        runs = {system: [tl.scores(emb) for emb in embs] for system, embs in embeddings.items()}
-        for system, row in seed_intervals(runs, tl, args.reference, args.n_boot, args.seed).items():
+        for system, row in seed_intervals(scored[name], tl, args.reference, args.n_boot, args.seed).items():
             out["systems"].setdefault(system, {})[name] = row
     json.dump(out, sys.stdout, indent=2)
     print()

@@ -306,6 +306,12 @@ def test_onnx_files_that_are_not_models_or_point_elsewhere(onnx_file, tmp_path):
         const = helper.make_node("Constant", [], ["y"], value=pointer("c"))
         proto.functions.append(helper.make_function("local", "f", [], ["y"], [const], [helper.make_opsetid("", 17)]))
 
+    # metadata that does not describe the graph: refused at load, not at the first file
+    liar = _rewrite_onnx(onnx_file, tmp_path / "liar.onnx", _set_prop("jeffreys.input", "features"))
+    with pytest.raises(InputError, match="metadata says one features input of rank 3") as e:
+        jeffreys.load(liar)
+    assert "\n" not in str(e.value)
+
     for edit in (in_subgraph, in_function):
         hidden = _rewrite_onnx(onnx_file, tmp_path / f"{edit.__name__}.onnx", edit)
         with pytest.raises(InputError, match="external data files; refused"):

@@ -66,3 +66,20 @@ def test_backends():
     a, b = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
     ref = [float(u @ v / np.linalg.norm(u) / np.linalg.norm(v)) for u, v in zip(a, b)]
     np.testing.assert_allclose(cosine(a, b), ref)
+
+
+def test_a_recording_too_short_for_a_frame_is_named(tmp_path):
+    import soundfile as sf
+
+    from jeffreys.baseline import datadir_stats
+    from jeffreys.data.datadir import write_datadir
+    from jeffreys.errors import InputError
+
+    wav = {}
+    for i, n in enumerate([16000, 120]):
+        sf.write(tmp_path / f"u{i}.wav", np.random.default_rng(i).normal(0, 0.1, n), 16000)
+        wav[f"s{i}-u{i}"] = str(tmp_path / f"u{i}.wav")
+    d = write_datadir(tmp_path / "d", wav, {u: u.split("-")[0] for u in wav})
+    with pytest.raises(InputError, match=r"utterance s1-u1: 120 samples, shorter than one 25 ms frame") as e:
+        datadir_stats(d)
+    assert "\n" not in str(e.value)

@@ -123,7 +123,7 @@ def _onnx_tensors(proto):
 def _onnx_int(props: dict[str, str], key: str, path: Path) -> int:
     value = props.get(f"jeffreys.{key}")
     if value is None or not (value.isascii() and value.isdigit() and len(value) <= 12) or int(value) < 1:
-        raise InputError(f"{path}: ONNX metadata 'jeffreys.{key}' must be a positive integer, got {value!r}")
+        raise InputError(f"{path}: ONNX metadata 'jeffreys.{key}' must be a positive integer, got {value if value is None else value[:40]!r}")
     return int(value)
 
 
@@ -189,7 +189,18 @@ class _OnnxBackend:
             self.session = ort.InferenceSession(data, providers=providers)
         except Exception as e:  # onnxruntime's own error types
             raise InputError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200] if str(e) else type(e).__name__})") from None
-        self.input_name = self.session.get_inputs()[0].name
+        # The graph must take what the metadata says it takes and give embed_dim numbers a row:
+        # a mismatch would surface as onnxruntime's traceback at the first file.
+        ins, outs = self.session.get_inputs(), self.session.get_outputs()
+        rank = 2 if self.input == "waveform" else 3
+        dim = outs[0].shape[-1] if outs and outs[0].shape else None
+        if len(ins) != 1 or len(ins[0].shape) != rank or not outs or len(outs[0].shape) != 2 \
+                or (isinstance(dim, int) and dim != self.embed_dim):
+            raise InputError(f"{path}: the graph takes {[list(i.shape) for i in ins]} and gives {[list(o.shape) for o in outs]}; "
+                             f"metadata says one {self.input} input of rank {rank} and [batch, {self.embed_dim}] embeddings")
+        if self.input == "features" and isinstance(ins[0].shape[2], int) and ins[0].shape[2] != num_mel_bins:
+            raise InputError(f"{path}: the graph takes {ins[0].shape[2]} mel bins, its metadata says {num_mel_bins}")
+        self.input_name = ins[0].name
 
     @staticmethod
     def _providers(ort, device: str) -> list:

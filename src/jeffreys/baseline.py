@@ -25,6 +25,7 @@ import torch
 
 from .audio import load_utterance
 from .data.datadir import read_datadir
+from .errors import InputError
 from .features import Fbank
 
 SAMPLE_RATE = 16000
@@ -50,8 +51,13 @@ def datadir_stats(path: str | Path) -> tuple[list[str], np.ndarray, list[str]]:
     """(sorted utterance ids, ``[n, 40]`` statistics, speaker of each) of a data dir."""
     dd = read_datadir(path)
     utts = dd.utts
-    x = np.stack([mfcc_stats(load_utterance(dd, u, SAMPLE_RATE)) for u in utts])
-    return utts, x, [dd.utt2spk[u] for u in utts]
+    rows = []
+    for u in utts:
+        wave = load_utterance(dd, u, SAMPLE_RATE)
+        if wave.shape[0] < SAMPLE_RATE // 40:  # not one 25 ms frame
+            raise InputError(f"{path}: utterance {u}: {wave.shape[0]} samples, shorter than one 25 ms frame")
+        rows.append(mfcc_stats(wave))
+    return utts, np.stack(rows), [dd.utt2spk[u] for u in utts]
 
 
 def lda(x: np.ndarray, spk: list[str], dim: int) -> np.ndarray:

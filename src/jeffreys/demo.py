@@ -140,7 +140,7 @@ def effect_vs_speakers(cfg: ExperimentConfig, results: dict, out: Path) -> Path:
     return path
 
 
-def real_voices_stage(cfg: ExperimentConfig, results: dict, out: Path, sets: list, log) -> tuple[dict, str]:
+def real_voices_stage(cfg: ExperimentConfig, out: Path, sets: list, log) -> tuple[dict, str]:
     """The MFCC-statistics baseline on the real-voice trials, standardised on the training
     subset the systems were centred with, and each system against it (``OUT/real_voices.json``
     and ``.md``); returns the report and its markdown."""
@@ -195,7 +195,7 @@ def cli_demo(argv: list[str]) -> int:
     results = run_experiment(cfg, out, t0=t0)
     real, real_md = None, ""
     if real_sets:
-        real, real_md = real_voices_stage(cfg, results, out, real_sets, log)
+        real, real_md = real_voices_stage(cfg, out, real_sets, log)
     if demo is DEMOS["speakers"]:
         effect_vs_speakers(cfg, results, out)
     model = report = None
@@ -215,7 +215,9 @@ def cli_demo(argv: list[str]) -> int:
               f"held-out dev speakers: same speaker when the score is >= {report['threshold']:.4f} "
               f"({out / 'calibration.txt'})")
     if model is not None and real is not None:
+        from .realvoices import BASELINE
+
         on = real["sets"]["real"]["systems"]
         print(f"On the real voices it gets {100 * on[cfg.systems[-1].name]['per_seed_eer'][0]:.2f} % EER, where the "
-              f"MFCC-statistics baseline gets {100 * on['mfcc_stats']['eer']:.2f} % (OUT/real_voices.md).")
+              f"MFCC-statistics baseline gets {100 * on[BASELINE]['eer']:.2f} % (OUT/real_voices.md).")
     return 0

@@ -90,7 +90,7 @@ def compare_with_baseline(cfg: ExperimentConfig, out: Path, sets: list[EvalSpec]
             "systems": {s: {"eer": st.means[s]["eer"], "min_dcf": st.means[s]["min_dcf"],
                             "eer_ci": list(st.intervals[s]["eer"]) if st.intervals else None,
                             "per_seed_eer": st.per_seed[s]["eer"]} for s in scores},
-            "vs_baseline": {s: st.comparisons[s] for s in st.comparisons},
+            "vs_baseline": dict(st.comparisons),
         }
         log(f"{ev.name}: MFCC-statistics baseline EER {100 * st.means[BASELINE]['eer']:.2f} %")
     write_text_atomic(out / "real_voices.json", json.dumps(report, indent=2) + "\n")

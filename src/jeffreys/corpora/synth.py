@@ -313,17 +313,18 @@ def _render(job: _Job, es: Espeak) -> list[tuple[str, str, float]]:
     spk = job.speaker
     es.set_voice(f"{spk.language}+{spk.variant}")
     texts = sentences(spk.language)
-    order = _rng(job.seed, job.split_index, int(spk.id[-4:]), 1).permutation(len(texts))
+    k = int(spk.id[len(spk.id.rstrip("0123456789")):])  # the speaker's number (not only its last 4 digits)
+    order = _rng(job.seed, job.split_index, k, 1).permutation(len(texts))
     rel_dir = Path("wav") / spk.split / spk.id
     (Path(job.out_dir) / rel_dir).mkdir(parents=True, exist_ok=True)
     out, start = [], 0
     for j in range(job.n_utts):
-        rng = _rng(job.seed, job.split_index, int(spk.id[-4:]), 2, j)
+        rng = _rng(job.seed, job.split_index, k, 2, j)
         seconds = rng.uniform(job.min_dur, job.max_dur)
         speech, start = _speech(es, texts, order, start, seconds, rng)
         x = ch.fit_duration(speech, SAMPLE_RATE, seconds, rng)
         if job.speaker_eq_db > 0:  # the same draws for every utterance: one response per speaker
-            x = ch.random_eq(x, SAMPLE_RATE, _rng(job.seed, job.split_index, int(spk.id[-4:]), 4), job.speaker_eq_db)
+            x = ch.random_eq(x, SAMPLE_RATE, _rng(job.seed, job.split_index, k, 4), job.speaker_eq_db)
         y, fs = _channel(x, job.channel, rng, job.utterance_eq_db)
         utt = f"{spk.id}-{j + 1:03d}"
         rel = rel_dir / f"{utt}.wav"
