@@ -30,11 +30,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +39,7 @@ import torch
 
 from .devices import resolve_device
 from .errors import InputError, finite
+from .prefetch import prefetch
 
 DEFAULT_BATCH_SECONDS = 100.0
 DEFAULT_MAX_CHUNK_SECONDS = 60.0
@@ -269,25 +267,6 @@ def approximate_durations(datadir) -> dict[str, float]:
     return out
 
 
-def prefetch(fn: Callable, items: Iterable, workers: int) -> Iterator:
-    """``map(fn, items)`` computed by ``workers`` threads, at most ``2 * workers`` ahead, in order."""
-    if workers <= 0:
-        yield from map(fn, items)
-        return
-    it = iter(items)
-    with ThreadPoolExecutor(workers) as pool:
-        queue = deque(pool.submit(fn, x) for x in islice(it, 2 * workers))
-        try:
-            while queue:
-                result = queue.popleft().result()
-                for x in islice(it, 1):
-                    queue.append(pool.submit(fn, x))
-                yield result
-        finally:
-            for f in queue:
-                f.cancel()
-
-
 def extract(
     model,
     datadir,
@@ -365,7 +344,7 @@ def extract(
             return PieceBatcher(model, ids, batch_seconds=batch_seconds, max_chunk_seconds=max_chunk_seconds,
                                 crop_fraction=crop_fraction, forward=fn)
 
-        matrix = embed_sharded(shard, ids, order, load, prefetch, new_batcher, forward, model.embed_dim, durations,
+        matrix = embed_sharded(shard, ids, order, load, new_batcher, forward, model.embed_dim, durations,
                                device=dev, num_workers=num_workers, progress=progress)
         if not shard.main:
             return ids, matrix

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from .errors import InputError, JeffreysError
+from .prefetch import prefetch
 
 # Utterance indices travel as float32 placeholder samples: exact below 2**24.
 MAX_UTTERANCES = 2**24
@@ -135,7 +136,6 @@ def embed_sharded(
     ids: Sequence[str],
     order: Sequence[str],
     load: Callable[[str], tuple[str, np.ndarray]],
-    prefetch: Callable,
     new_batcher: Callable[[Callable[[torch.Tensor], torch.Tensor]], object],
     forward: Callable[[torch.Tensor], torch.Tensor],
     embed_dim: int,
@@ -148,7 +148,6 @@ def embed_sharded(
     """The ``[len(ids), embed_dim]`` matrix of ``extract``, computed by all ranks together.
 
     ``order``: the single-process feeding order; ``load(utt) -> (utt, wave)``;
-    ``prefetch(load, utts, num_workers)``: extraction's reader over utterances;
     ``new_batcher(forward)``: a fresh PieceBatcher over ``ids`` (on the CPU) with the
     extraction's options, calling ``forward`` on each stacked batch; ``forward``: the model.
     Every rank returns the whole matrix.
