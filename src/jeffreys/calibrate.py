@@ -236,9 +236,10 @@ def held_out(scores, labels, enroll_spk, test_spk, prior: float, mode: dict, fol
         if full is not None:
             cal, t = full
             idx = np.concatenate(idx_out)
-            acc_in, m_in = scores[idx] >= t, evaluate(cal.apply(scores[idx]), lab, p_targets=(p,))
-            out["in_sample"] = {"false_accept": float(acc_in[~lab].mean()), "false_reject": float((~acc_in[lab]).mean()),
-                                "act_dcf": {f"{p:g}": m_in["act_dcf"][p]}, "cllr": m_in["cllr"]}
+            fa, fr = rates_at(scores[idx], lab, t)
+            m_in = evaluate(cal.apply(scores[idx]), lab, p_targets=(p,))
+            out["in_sample"] = {"false_accept": fa, "false_reject": fr, "act_dcf": {f"{p:g}": m_in["act_dcf"][p]},
+                                "cllr": m_in["cllr"]}
     return out
 
 
