@@ -173,14 +173,13 @@ class _OnnxBackend:
         self.frontend = _Frontend(self.sample_rate, frame_length, frame_shift)
         self.fbank = None
         if self.input == "features":
-            from .features import Fbank
+            from .features import FEATURE_NORMS, Fbank
 
             # Exports from before feature_norm carry no key: their front-end was the mean one.
             norm = props.get("jeffreys.feature_norm", "mean")
-            if norm not in ("mean", "level", "none"):
+            if norm not in FEATURE_NORMS:
                 raise InputError(f"{path}: ONNX metadata 'jeffreys.feature_norm' must be mean, level or none, got {norm[:40]!r}")
-            self.fbank = Fbank(num_mel_bins=num_mel_bins, sample_rate=self.sample_rate,
-                               mean_norm=norm == "mean", level_norm=norm == "level")  # fmt: skip
+            self.fbank = Fbank.with_norm(norm, num_mel_bins=num_mel_bins, sample_rate=self.sample_rate)
             if (self.fbank.frame_length, self.fbank.frame_shift) != (frame_length, frame_shift):
                 raise InputError(f"{path}: frames of {frame_length}/{frame_shift} samples are not the front-end's "
                                  f"({self.fbank.frame_length}/{self.fbank.frame_shift}) at {self.sample_rate} Hz")

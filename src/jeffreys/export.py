@@ -80,7 +80,7 @@ def onnx_metadata(model, input: str, meta: dict | None, where="model") -> dict[s
         "jeffreys.embed_dim": str(model.embed_dim),
         "jeffreys.frame_length": str(fb.frame_length),
         "jeffreys.frame_shift": str(fb.frame_shift),
-        "jeffreys.feature_norm": "mean" if fb.mean_norm else "level" if fb.level_norm else "none",
+        "jeffreys.feature_norm": fb.norm,
         "jeffreys.meta": meta_json,
         "jeffreys.decision": json.dumps(rule.as_dict(), allow_nan=False),
     }

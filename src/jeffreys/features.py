@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 FLT_EPSILON = float(np.finfo(np.float32).eps)
+FEATURE_NORMS = ("mean", "level", "none")  # per-bin mean, overall level, raw log energies
 
 
 def mel_scale(freq):
@@ -108,6 +109,18 @@ class Fbank(nn.Module):
         banks = mel_banks(num_mel_bins, self.padded, sample_rate, low_freq, high_freq)
         self.register_buffer("banks", torch.tensor(banks, dtype=torch.float32), persistent=False)
 
+
+    @property
+    def norm(self) -> str:
+        """The normalisation as a model config names it (``feature_norm``): mean, level or none."""
+        return "mean" if self.mean_norm else "level" if self.level_norm else "none"
+
+    @classmethod
+    def with_norm(cls, norm: str, **kwargs) -> "Fbank":
+        """An Fbank normalising as ``norm`` (one of :data:`FEATURE_NORMS`) says."""
+        if norm not in FEATURE_NORMS:
+            raise ValueError(f"feature_norm must be one of {', '.join(FEATURE_NORMS)}, got {norm!r}")
+        return cls(mean_norm=norm == "mean", level_norm=norm == "level", **kwargs)
     def num_frames(self, num_samples):
         """Frames produced for ``num_samples`` samples (int or tensor), Kaldi's snip_edges rule."""
         if isinstance(num_samples, torch.Tensor):

@@ -381,8 +381,7 @@ class Trainer:
             augment = Augmenter(cfg.augment, sample_rate=fb.sample_rate, seed=cfg.augment.rir_seed, babble_source=full)
         directory = feature_cache.build(full, augment, fbank, cfg.offline_copies, where,
                                         log=print if self.dist.main and self.config.progress else None)
-        norm = "mean" if fb.mean_norm else "level" if fb.level_norm else "none"
-        self.dataset.use_features(feature_cache.FeatureCache(directory, self.dataset.utts, norm),
+        self.dataset.use_features(feature_cache.FeatureCache(directory, self.dataset.utts, fb.norm),
                                   fb.num_frames(self.dataset.chunk_samples))
 
     # -- experiment dir --

@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..features import FEATURE_NORMS
 from ..registry import MODELS, ModelSpec
-
-
-FEATURE_NORMS = ("mean", "level", "none")
 
 
 @dataclass
@@ -192,11 +190,8 @@ class SpeakerModel(nn.Module):
         self.num_mel_bins = int(cfg.args["num_mel_bins"])
         self.embed_dim = int(cfg.args["embed_dim"])
         self.sample_rate = int(cfg.args.get("sample_rate", 16000))
-        norm = cfg.args.get("feature_norm", "mean")
-        if norm not in FEATURE_NORMS:
-            raise ValueError(f"feature_norm must be one of {', '.join(FEATURE_NORMS)}, got {norm!r}")
-        self.fbank = Fbank(num_mel_bins=self.num_mel_bins, sample_rate=self.sample_rate,
-                           mean_norm=norm == "mean", level_norm=norm == "level")  # fmt: skip
+        self.fbank = Fbank.with_norm(cfg.args.get("feature_norm", "mean"), num_mel_bins=self.num_mel_bins,
+                                     sample_rate=self.sample_rate)
 
     @property
     def config(self):
