@@ -1,9 +1,9 @@
 """Training-step throughput (samples/s) of each model preset, next to a plain PyTorch ResNet.
 
 For each preset: one SGD step (forward, AAM head, Jeffreys loss, backward, update) of
-``jeffreys.models.SpeakerModel`` on a batch of precomputed features (channels_last, the
-trainer's default), the same step of a plain ResNet of the same shape written below from
-torch.nn only (NCHW, cosine head + F.cross_entropy), and our whole step from waveforms as
+``jeffreys.models.SpeakerModel`` on a batch of precomputed features (in the memory layout
+``memory_format: auto`` picks on this machine, as the trainer does), the same step of a
+plain ResNet of the same shape written below from torch.nn only (NCHW, cosine head + F.cross_entropy), and our whole step from waveforms as
 ``jeffreys train`` runs it (fbank front-end included). Median over the timed steps after one
 warm-up step, best of two alternating rounds; wall-clock and process-CPU-time throughputs
 (the latter is what a shared, loaded machine can still measure). Prints JSON.
@@ -27,6 +27,7 @@ from torch import nn
 from jeffreys.features import Fbank
 from jeffreys.losses import build_head, build_loss
 from jeffreys.models import PRESETS, SpeakerModel, param_count
+from jeffreys.models.memory_format import apply
 
 # Batch sizes keep a step of the big presets to seconds on a 2-core CPU.
 SETTINGS = {"paper": (8, 2.0, 1), "wespeaker": (16, 2.0, 2), "demo": (64, 2.0, 4)}
@@ -86,7 +87,7 @@ def _time_steps(step, n: int) -> tuple[float, float]:
 
 def bench_ours(cfg, batch, seconds, steps, compile_=False, fbank=True):
     torch.manual_seed(0)
-    model = SpeakerModel(cfg).to(memory_format=torch.channels_last)
+    model, _ = apply(SpeakerModel(cfg), "cpu", "auto")
     head = build_head("aam", cfg.embed_dim, NUM_CLASSES, scale=30.0, margin=0.2)
     loss_fn = build_loss("jeffreys", alpha=0.1, beta=0.025)
     opt = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.1, momentum=0.9)

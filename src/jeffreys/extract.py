@@ -33,6 +33,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -57,7 +58,8 @@ class ExtractOptions:
     num_workers: int = 2
     allow_pipes: bool = False
     compile: bool = False
-    channels_last: bool = True
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    channels_last: bool | None = None  # the older spelling of memory_format
 
 
 # --------------------------------------------------------------------------- model
@@ -75,12 +77,13 @@ def resolve_model(model_or_path):
     return model.eval(), None
 
 
-def prepare_model(model, device: torch.device, channels_last: bool = True):
-    """Move ``model`` to ``device`` (in place) and, with ``channels_last``, store its
-    convolution weights channels-last: measured 1.3-1.4x faster extraction on CPU
-    (benchmarks/extract.py), same results to float rounding."""
-    model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+def prepare_model(model, device: torch.device, memory_format: str = "auto", channels_last: bool | None = None):
+    """Move ``model`` to ``device`` (in place) in the memory layout ``memory_format`` asks
+    for (``auto``: chosen per device and model; ``channels_last`` is the older boolean
+    spelling), with the narrow-convolution guard: :mod:`jeffreys.models.memory_format`."""
+    from .models.memory_format import apply, requested_format
+
+    return apply(model, device, requested_format(memory_format, channels_last))[0]
 
 
 # --------------------------------------------------------------------------- pieces
@@ -223,12 +226,13 @@ def embed_waves(
     batch_seconds: float = DEFAULT_BATCH_SECONDS,
     max_chunk_seconds: float = DEFAULT_MAX_CHUNK_SECONDS,
     crop_fraction: float = 0.0,
-    channels_last: bool = True,
+    memory_format: str = "auto",
+    channels_last: bool | None = None,
 ) -> np.ndarray:
     """Embeddings ``[len(waves), dim]`` of in-memory waveforms (model rate, [-1, 1]), same policy as :func:`extract`."""
     model, _ = resolve_model(model)
     dev = resolve_device(device)
-    model = prepare_model(model, dev, channels_last)
+    model = prepare_model(model, dev, memory_format, channels_last)
     names = list(names) if names is not None else [f"#{i}" for i in range(len(waves))]
     batcher = PieceBatcher(
         model, names, device=dev, batch_seconds=batch_seconds, max_chunk_seconds=max_chunk_seconds, crop_fraction=crop_fraction
@@ -282,7 +286,8 @@ def extract(
     num_workers: int = 2,
     allow_pipes: bool = False,
     compile: bool = False,
-    channels_last: bool = True,
+    memory_format: str = "auto",
+    channels_last: bool | None = None,
     progress: bool = True,
     shard=None,
 ) -> tuple[list[str], np.ndarray]:
@@ -292,10 +297,10 @@ def extract(
     written with ``write_embeddings(out, ids, matrix, fmt)`` unless None. ``mean_out``: the
     float32 mean embedding as .npy; ``store_mean``: the mean into the bundle's meta
     (``meta["mean"]``; needs ``model`` to be a path). ``compile``: ``torch.compile`` the model
-    (dynamic shapes; pays off on large sets, see benchmarks/extract.py). ``channels_last``:
-    see :func:`prepare_model`. ``shard``: a :class:`jeffreys.shard.Shard` (the CLI passes
-    ``Shard.from_env()`` under torchrun): the ranks share the work, every rank returns the
-    whole result and only rank 0 writes.
+    (dynamic shapes; pays off on large sets, see benchmarks/extract.py). ``memory_format``
+    (and the older ``channels_last``): see :func:`prepare_model`. ``shard``: a
+    :class:`jeffreys.shard.Shard` (the CLI passes ``Shard.from_env()`` under torchrun): the
+    ranks share the work, every rank returns the whole result and only rank 0 writes.
     """
     from .audio import load_utterance
     from .data.datadir import DataDir, read_datadir
@@ -315,7 +320,7 @@ def extract(
         check_output(p)
     dd = datadir if isinstance(datadir, DataDir) else read_datadir(datadir, allow_pipes=allow_pipes)
     dev = resolve_device(shard.device(device) if shard is not None else device)
-    model = prepare_model(model, dev, channels_last)
+    model = prepare_model(model, dev, memory_format, channels_last)
     forward = torch.compile(model, dynamic=True) if compile else model
     ids = dd.utts
     index = {u: i for i, u in enumerate(ids)}
@@ -420,7 +425,10 @@ def cli_extract(argv: list[str]) -> int:
     add_policy_arguments(p)
     p.add_argument("--num-workers", type=int, default=2, help="audio-reading threads (default 2; 0: read in the main thread)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (worth it for large sets)")
-    p.add_argument("--no-channels-last", dest="channels_last", action="store_false", help="keep the default (contiguous) memory format")
+    p.add_argument("--memory-format", choices=("auto", "channels_last", "contiguous"), default="auto",
+                   help="convolution memory layout (default auto: chosen by the CPU's vector ISA and the model's width)")
+    p.add_argument("--no-channels-last", dest="memory_format", action="store_const", const="contiguous",
+                   help="the same as --memory-format contiguous")
     p.add_argument("--allow-pipes", action="store_true", help="run `cmd |` wav.scp entries (without a shell)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
@@ -441,7 +449,7 @@ def cli_extract(argv: list[str]) -> int:
         num_workers=a.num_workers,
         allow_pipes=a.allow_pipes,
         compile=a.compile,
-        channels_last=a.channels_last,
+        memory_format=a.memory_format,
         progress=not a.quiet,
         shard=shard,
     )

@@ -59,6 +59,7 @@ from .devices import check_device_name, resolve_device
 from .errors import InputError, JeffreysError
 from .fileio import write_text_atomic
 from .models import SpeakerModel, save_bundle
+from .models.memory_format import apply as apply_memory_format, requested_format
 from .models.bundle import load_plain, save_torch
 from .registry import HeadSpec, LossSpec, ModelSpec
 from .schedules import ScheduleConfig, learning_rate, margin as margin_at
@@ -130,7 +131,10 @@ class TrainConfig:
     amp: bool = True  # CUDA only; ignored on CPU
     device: str = "auto"  # auto: cuda (LOCAL_RANK) when available, else cpu
     deterministic: bool = True
-    channels_last: bool = True  # conv memory layout; faster for narrow CPU models (docs/benchmarks.md)
+    # Conv memory layout: auto | channels_last | contiguous (jeffreys.models.memory_format:
+    # auto picks by the device's ISA and the model's width, measured in docs/benchmarks.md).
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    channels_last: bool | None = None  # the older spelling: true = channels_last, false = contiguous
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
     checkpoint_every: int = 500  # steps; a checkpoint is also written at each epoch end
     keep_checkpoints: int = 2
@@ -333,9 +337,8 @@ class Trainer:
         self.head = cfg.head.build(embed_dim=self.model.embed_dim, num_classes=self.dataset.num_classes)
         self.target_margin = float(getattr(self.head, "margin", 0.0))
         self.criterion = cfg.loss.build()
-        self.net = _Net(self.model, self.head).to(self.device)
-        if cfg.channels_last:
-            self.net = self.net.to(memory_format=torch.channels_last)
+        self.net, self.memory_format = apply_memory_format(
+            _Net(self.model, self.head), self.device, requested_format(cfg.memory_format, cfg.channels_last))
         self.optimizer = torch.optim.SGD(
             [p for p in self.net.parameters() if p.requires_grad], lr=cfg.optim.lr, momentum=cfg.optim.momentum,
             weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
@@ -553,7 +556,7 @@ class Trainer:
                 f"start: {len(self.dataset)} chunks/epoch, {len(self.dataset.speakers)} speakers, "
                 f"{self.dataset.num_classes} classes, {n_params} extractor parameters, "
                 f"{self.steps_per_epoch} steps/epoch, {self.total_steps} steps, world {self.dist.world}, "
-                f"device {self.device}, amp {self.amp}"
+                f"device {self.device}, amp {self.amp}, memory format {self.memory_format}"
                 + (f", initialised from {cfg.init}" if cfg.init else "")
                 + (f", frozen: {', '.join(cfg.freeze)}" if cfg.freeze else "")
             )
@@ -633,7 +636,8 @@ class Trainer:
                 "cpu_seconds_this_session": round(time.process_time() - self.cpu0, 3),
                 "samples_per_second": round(steps * cfg.batch_size / seconds, 3) if seconds > 0 else None,
                 "last": last, "extractor_parameters": n_params, "num_classes": self.dataset.num_classes,
-                "world_size": self.dist.world, "device": str(self.device), "bundle": str(bundle),
+                "world_size": self.dist.world, "device": str(self.device), "memory_format": self.memory_format,
+                "bundle": str(bundle),
             }
             write_text_atomic(exp / "train_result.json", json.dumps(result, indent=2) + "\n")
             self.log.info(f"done: {self.step} steps, model {bundle}")

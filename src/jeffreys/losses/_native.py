@@ -2,15 +2,18 @@
 
 The C source ships with the package and is compiled on first use with the system's C
 compiler (``$CC``, else ``cc``) into a per-user cache, keyed by a hash of the source, the
-flags, the compiler's version and the CPU's feature flags (``-march=native``), then
-loaded with ctypes: no Python or torch headers, about a second to build. Where no compiler
-works the eager implementation of ``_fused`` is used instead, with the same results (the
-tests run every loss test on both).
+flags (``-march``: :func:`march`), the compiler's version and the CPU's feature flags (a
+library built with ``-march=native`` on one CPU is never loaded on another), then loaded
+with ctypes: no Python or torch headers, about a second to build. Where no compiler works
+the eager implementation of ``_fused`` is used instead, with the same results (the tests
+run every loss test on both).
 
 ``JEFFREYS_LOSS_KERNEL``: ``auto`` (default: the kernel where it builds), ``off`` (always
-eager), ``on`` (the kernel or an error saying why not). ``JEFFREYS_CACHE_DIR`` moves the
-cache (default ``$XDG_CACHE_HOME/jeffreys`` or ``~/.cache/jeffreys``); a cached library not
-owned by the user, or writable by others, is refused rather than loaded.
+eager), ``on`` (the kernel or an error saying why not). ``JEFFREYS_KERNEL_MARCH``: the
+``-march`` to build for (default ``native``, or the ISA ``ATEN_CPU_CAPABILITY`` caps torch
+to). ``JEFFREYS_CACHE_DIR`` moves the cache (default ``$XDG_CACHE_HOME/jeffreys`` or
+``~/.cache/jeffreys``); a cached library not owned by the user, or writable by others, is
+refused rather than loaded.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import functools
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -35,8 +39,12 @@ from ..cache import cache_dir
 from ..errors import InputError, JeffreysError
 
 SOURCE = Path(__file__).with_name("_kernel.c")
-FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared",
-         "-pthread")
+FLAGS = ("-O3", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared", "-pthread")
+# -march: JEFFREYS_KERNEL_MARCH when set (e.g. x86-64-v3 for an AVX2 build on any AVX2 CPU);
+# else the ISA ATEN_CPU_CAPABILITY caps torch's own kernels to, so that emulating an AVX2
+# CPU (ATEN_CPU_CAPABILITY=avx2) runs the kernel an AVX2 CPU would build; else native.
+ATEN_MARCH = {"avx2": "x86-64-v3", "default": "x86-64-v2"}
+_MARCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,39}")
 # x86 only: 512-bit vectors where the CPU has them (gcc prefers 256; torch's own kernels
 # use 512 on such CPUs; measured 0.55 vs 0.69 ms for B=128, K=5994 on one thread).
 X86_FLAGS = ("-mprefer-vector-width=512",)
@@ -93,9 +101,24 @@ def _cpu_flags() -> str:
     return platform.processor() or platform.machine()
 
 
+def _x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def march() -> str:
+    """The ``-march`` the kernel is built for (see :data:`ATEN_MARCH`)."""
+    value = os.environ.get("JEFFREYS_KERNEL_MARCH", "").strip()
+    if value:
+        if not _MARCH.fullmatch(value):
+            raise InputError(f"JEFFREYS_KERNEL_MARCH must be a -march name such as native or x86-64-v3, got {value[:40]!r}")
+        return value
+    capped = ATEN_MARCH.get(os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower())
+    return capped if capped and _x86() else "native"
+
+
 def flags() -> tuple[str, ...]:
-    x86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
-    return FLAGS + X86_FLAGS if x86 else FLAGS
+    common = (FLAGS[0], f"-march={march()}", *FLAGS[1:])
+    return common + X86_FLAGS if _x86() else common
 
 
 # Tried in order: with OpenMP the rows are split over torch's own threads (the library binds
@@ -198,7 +221,7 @@ def library() -> ctypes.CDLL | None:
 def describe() -> dict:
     """What the loss runs on here, for benchmarks, bug reports and ``results.json``: whether
     the compiled kernel runs, its threading, its compile flags and the CPU's SIMD features it
-    was built for (``-march=native``: results are bit-reproducible only where these match)."""
+    was built for (results are bit-reproducible only where the -march and these match)."""
     lib = library()
     simd = sorted({f for f in _cpu_flags().split() if f.startswith(("sse", "avx", "fma", "asimd", "sve", "neon"))})
     return {"kernel": lib is not None, "threads": ("openmp" if lib.jeffreys_kernel_openmp() else "pthreads")
