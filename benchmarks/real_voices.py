@@ -17,8 +17,11 @@ enrolment speakers (as `jeffreys metrics --ci --ci-by speaker --utt2spk DATA/eva
 Per system: the mean EER over its seeds and an interval covering seed and speaker variance;
 ``--reference NAME``: the relative EER change of every other system against it (negative =
 better), paired over seeds and speakers — both through
-:func:`jeffreys.experiment.statistics.set_statistics`, as `jeffreys experiment` reports them. CPU seconds are this
-process's user+sys. Prints one JSON object.
+:func:`jeffreys.experiment.statistics.set_statistics`, as `jeffreys experiment` reports them —
+with its bootstrap ``p`` and ``p_adjusted``: Holm over every such comparison this invocation
+prints (every system but the reference × every trial list; the top-level ``multiplicity``
+names method and family). A change is distinguishable only when ``p_adjusted < 0.05``. CPU
+seconds are this process's user+sys. Prints one JSON object.
 
     python benchmarks/real_voices.py --data data/debvoices --baseline-train demo/corpus/train \\
         --model demo=demo/model.pt --reference mfcc_cosine
@@ -45,7 +48,7 @@ from jeffreys.data.datadir import read_datadir
 from jeffreys.data.trials import read_trials
 from jeffreys.extract import extract
 from jeffreys.experiment.stages import subset_utts, write_subset
-from jeffreys.experiment.statistics import set_statistics
+from jeffreys.experiment.statistics import adjust_comparisons, set_statistics
 from jeffreys.metrics import bootstrap_ci, evaluate, speaker_groups
 from jeffreys.models.bundle import load_bundle
 
@@ -100,8 +103,9 @@ def seed_intervals(runs: dict[str, list[np.ndarray]], tl: TrialList, reference: 
             n = len(scores) if len(ref) == 1 else min(len(scores), len(ref))
             pair = {reference: ref * n if len(ref) == 1 else ref[:n], name: scores[:n]}
             c = set_statistics(pair, tl.labels, tl.group, reference, n_boot=n_boot, seed=seed).comparisons[name]["eer"]
+            # p unrounded until the family is adjusted (main)
             row["vs_" + reference] = {"seeds": n, "diff_rel": round(c["diff_rel"], 4),
-                                      "ci": [round(v, 4) for v in c["ci"]], "p": round(c["p"], 4)}  # fmt: skip
+                                      "ci": [round(v, 4) for v in c["ci"]], "p": c["p"]}  # fmt: skip
         out[name] = row
     return out
 
@@ -186,6 +190,14 @@ def main() -> int:
     for name, tl in lists.items():
         for system, row in seed_intervals(scored[name], tl, args.reference, args.n_boot, args.seed).items():
             out["systems"].setdefault(system, {})[name] = row
+    if args.reference is not None:  # one family: every comparison printed
+        out["multiplicity"] = adjust_comparisons(out["systems"])
+        for per_list in out["systems"].values():
+            for row in per_list.values():
+                c = row.get("vs_" + args.reference)
+                if c is not None:
+                    c["p"] = round(c["p"], 4)
+                    c["p_adjusted"] = None if c["p_adjusted"] is None else round(c["p_adjusted"], 4)
     json.dump(out, sys.stdout, indent=2)
     print()
     return 0

@@ -6,7 +6,9 @@ each ``SYSTEM:REFERENCE`` pair on one trial list with :func:`jeffreys.experiment
 the seed-mean EER of both, and the relative change (negative = better) with an interval
 paired over seeds (seed K of both) and evaluation speakers, and its bootstrap p-value. When
 the two systems have different numbers of seeds, the first ones common to both are used.
-Prints one JSON object.
+The pairs of one invocation are one family: each gets ``p_adjusted`` (Holm over all of
+them, the top-level ``multiplicity`` names method and family), and a change is
+distinguishable only when ``p_adjusted < 0.05``. Prints one JSON object.
 
     python benchmarks/real_voices_curve.py --data data/debvoices --scores DIR \\
         --pair level:base --pair level_mixed100:level [--list trials] [--n-boot 400]
@@ -26,7 +28,7 @@ import numpy as np
 
 from jeffreys.data.datadir import read_datadir
 from jeffreys.data.trials import read_trials
-from jeffreys.experiment.statistics import set_statistics
+from jeffreys.experiment.statistics import adjust_comparisons, set_statistics
 from jeffreys.metrics import speaker_groups
 
 
@@ -63,6 +65,7 @@ def main() -> int:
         c = st.comparisons[system]["eer"]
         out["pairs"][pair] = {"seeds": n, "eer": st.means[system]["eer"], "reference_eer": st.means[ref]["eer"],
                               "diff_rel": c["diff_rel"], "ci": c["ci"], "p": c["p"]}
+    out["multiplicity"] = adjust_comparisons(out["pairs"])  # every pair of this invocation: one family
     print(json.dumps(out, indent=1))
     return 0
 

@@ -20,6 +20,12 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert "| AAM-Jeffreys |" in printed and printed.count("replicates resampling") == 1
     assert "What these 2 seed(s) and evaluation speakers can separate" in printed
     res = json.loads((out / "results.json").read_text())
+    # one family over the whole run: 3 systems x 4 sets x 3 metrics, less any NaN p
+    recs = [c for per in res["comparisons"].values() for pm in per.values() for c in pm.values()]
+    with_p = [c for c in recs if isinstance(c["p"], float)]
+    assert len(recs) == 36 and res["multiplicity"] == {"method": "holm", "family": len(with_p)}
+    assert all(c["p"] <= c["p_adjusted"] <= 1 for c in with_p)
+    assert f"Holm over {len(with_p)} comparisons" in printed
     assert list(res["systems"]) == ["aam", "aam_ls_wd", "aam_ls", "aam_jeffreys"]
     domains = {k: v["domain"] for k, v in res["eval_sets"].items()}
     assert domains == {"in_domain": "in", "other_lang": "out", "telephone": "out", "reverberant": "out"}
@@ -91,6 +97,10 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     brute = [float(np.dot(z[e], z[t]) / np.linalg.norm(z[e]) / np.linalg.norm(z[t])) for e, t in zip(tri.enroll, tri.test)]
     base = evaluate(np.array(brute), tri.label)["eer"]
     assert real["systems"]["mfcc_stats"]["eer"] == pytest.approx(base, abs=1e-9)
+    stage = [c for r in rep["sets"].values() for pm in r["vs_baseline"].values() for c in pm.values()]
+    assert len(stage) == 4 * 2 * 3  # its own family, apart from results.json's
+    assert rep["multiplicity"] == {"method": "holm", "family": sum(c["p_adjusted"] is not None for c in stage)}
+    assert f"{rep['multiplicity']['family']} comparisons (every system, list and metric of this stage" in printed
     jef = real["vs_baseline"]["aam_jeffreys"]["eer"]
     assert jef["reference"] == "mfcc_stats"
     assert jef["diff_rel"] == pytest.approx((real["systems"]["aam_jeffreys"]["eer"] - base) / base, rel=1e-9)
@@ -115,5 +125,6 @@ def test_study_speakers_quick(tmp_path, capsys):
     refs = {s: next(iter(per.values()))["eer"]["reference"] for s, per in res["comparisons"].items()}
     assert refs == {"jeffreys_200": "aam_200", "aam_1000": "aam_200", "jeffreys_1000": "aam_1000",
                     "aam_3000": "aam_200", "jeffreys_3000": "aam_3000"}
+    assert res["multiplicity"]["method"] == "holm" and 0 < res["multiplicity"]["family"] <= 5 * 3 * 3
     assert (out / "effect_vs_speakers.png").stat().st_size > 10_000
     assert not (out / "model.pt").exists()  # the study saves no demo model

@@ -115,11 +115,18 @@ def test_runner_end_to_end_and_rerun_skips(mini, tmp_path):
     c = res["comparisons"]["b"]["ind"]["eer"]
     assert c["reference"] == "a" and c["seeds"] == 1 and 0 < c["p"] <= 1 and c["ci"][0] <= c["diff_rel"] <= c["ci"][1]
 
+    # What the numbers depend on, and a digest of each run's scores (jeffreys compare-runs).
+    env = saved["environment"]
+    assert env["seeds"] == [0] and env["torch"] == torch.__version__ and "cpu_flags" in env and "loss_kernel" in env
+    digests = {(s, e): saved["systems"][s]["runs"]["0"]["eval"][e]["scores_sha256"] for s in ("a", "b") for e in ("ind", "ood")}
+    assert all(len(d) == 64 for d in digests.values()) and len(set(digests.values())) == 4
+
     # Re-running skips every stage: no embedding file is rewritten.
     stamp = {p: p.stat().st_mtime_ns for p in (out / "systems").rglob("*.ark")}
     res2 = run_experiment(load_experiment(_config(mini)), out, quiet=True)
     assert {p: p.stat().st_mtime_ns for p in (out / "systems").rglob("*.ark")} == stamp
     assert res2["systems"]["a"]["eval"]["ind"]["eer"] == m["eer"]
+    assert res2["systems"]["a"]["runs"]["0"]["eval"]["ind"]["scores_sha256"] == digests[("a", "ind")]
     assert "extracting" not in (out / "log.txt").read_text().split("results:")[-1]
 
 
@@ -178,16 +185,25 @@ def test_seeds_give_seed_means_and_the_comparisons_block(mini, tmp_path):
         cell = sysres["eval"]["ind"]
         assert cell["per_seed"]["eer"] == per and cell["eer"] == pytest.approx(np.mean(per))
         assert cell["ci"]["by"] == "seed+speaker" and cell["ci"]["eer"][0] <= cell["eer"] <= cell["ci"]["eer"][1]
-    cmp = json.loads((out / "results.json").read_text())["comparisons"]
+    saved = json.loads((out / "results.json").read_text())
+    cmp = saved["comparisons"]
     assert set(cmp) == {"b", "c"}  # the baseline is compared with nothing
     for s, ref in (("b", "a"), ("c", "b")):
         for metric in ("eer", "min_dcf", "cllr"):
             c = cmp[s]["ind"][metric]
-            assert set(c) == {"reference", "diff_rel", "ci", "p", "seeds", "seeds_better"}  # DESIGN.md's block
-            assert c["reference"] == ref and c["seeds"] == 2 and 0 < c["p"] <= 1
+            assert set(c) == {"reference", "diff_rel", "ci", "p", "p_adjusted", "seeds", "seeds_better"}  # DESIGN.md's block
+            assert c["reference"] == ref and c["seeds"] == 2 and 0 < c["p"] <= c["p_adjusted"] <= 1
         means = (res["systems"][s]["eval"]["ind"]["eer"], res["systems"][ref]["eval"]["ind"]["eer"])
         assert cmp[s]["ind"]["eer"]["diff_rel"] == pytest.approx((means[0] - means[1]) / means[1])
+    # one family: 2 systems x 1 set x 3 metrics, adjusted by Holm (tests/test_multiplicity.py)
+    assert saved["multiplicity"] == {"method": "holm", "family": 6}
+    recs = [cmp[s]["ind"][m] for s in ("b", "c") for m in ("eer", "min_dcf", "cllr")]
+    ps = sorted(c["p"] for c in recs)  # Holm by hand: running max of (6 - k) p_(k)
+    holm = {p: max(min(1.0, (6 - k) * ps[k]) for k in range(i + 1)) for i, p in enumerate(ps)}
+    assert [c["p_adjusted"] for c in recs] == pytest.approx([holm[c["p"]] for c in recs])
+    assert list(recs[0])[:5] == ["reference", "diff_rel", "ci", "p", "p_adjusted"]
     table = (out / "table.md").read_text()
+    assert "Holm over 6 comparisons" in table
     assert "Mean over 2 training seed(s) (0, 1)" in table and "| System | vs |" in table and "| c | b |" in table
     assert (out / "gains.png").is_file()
     with pytest.raises(InputError, match="one reused model for 2 seeds; put \\{seed\\} in its path"):
@@ -211,3 +227,10 @@ def test_parallel_evaluation_gives_the_same_results(mini, tmp_path):
         assert one["systems"][s]["eval"] == two["systems"][s]["eval"]
         assert one["systems"][s]["runs"]["1"]["eval"] == two["systems"][s]["runs"]["1"]["eval"]
     assert one["comparisons"] == two["comparisons"] and (tmp_path / "two" / "probe_outputs.png").is_file()
+
+    # The two runs checked against each other: the same numbers, one config key apart.
+    from jeffreys.experiment.compare import compare_runs
+
+    rep = compare_runs(tmp_path / "one", tmp_path / "two" / "results.json")
+    assert rep["exit_status"] == 0 and rep["multiplicity"]["family"] == 2 * 3 and rep["bit_identical"] is True
+    assert rep["config"]["differences"] == {"eval_jobs": [1, 2]} and rep["seeds_differ"] == {}

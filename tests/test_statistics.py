@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_curve
 
-from jeffreys.experiment.statistics import distinguishable, set_statistics
+from jeffreys.experiment.statistics import adjust_comparisons, distinguishable, interval_excludes_zero, set_statistics
 from jeffreys.metrics import evaluate
 
 
@@ -78,9 +78,11 @@ def test_identical_systems_are_never_distinguishable():
     a, labels, groups = make_scores(rng)
     # a monotone transform of the same scores: the same EER and minDCF on every resample
     st = set_statistics({"a": a, "twin": [2 * x + 1 for x in a]}, labels, groups, "a", n_boot=100)
+    assert adjust_comparisons(st.comparisons) == {"method": "holm", "family": 3}
     for metric in ("eer", "min_dcf"):
         c = st.comparisons["twin"][metric]
-        assert c["diff_rel"] == 0 and c["ci"] == [0, 0] and c["p"] == 1.0 and not distinguishable(c)
+        assert c["diff_rel"] == 0 and c["ci"] == [0, 0] and c["p"] == 1.0 and c["p_adjusted"] == 1.0
+        assert not interval_excludes_zero(c) and not distinguishable(c)
 
 
 def test_a_clearly_better_system_is_distinguishable():
@@ -89,8 +91,10 @@ def test_a_clearly_better_system_is_distinguishable():
     b = [x + 1.5 * labels for x in a]
     st = set_statistics({"a": a, "b": b}, labels, groups, {"b": "a"}, n_boot=200)
     c = st.comparisons["b"]["eer"]
-    assert c["diff_rel"] < -0.3 and c["ci"][1] < 0 and distinguishable(c)
+    assert c["diff_rel"] < -0.3 and c["ci"][1] < 0 and interval_excludes_zero(c)
     assert c["p"] == pytest.approx(2 / 201) and c["seeds_better"] == 3
+    adjust_comparisons({"b": {"eer": c}})  # a family of one: the p itself
+    assert c["p_adjusted"] == c["p"] and distinguishable(c)
 
 
 def test_seed_spread_widens_the_interval():

@@ -1,8 +1,8 @@
 """``jeffreys`` command line: one sub-command per pipeline stage.
 
-Each sub-command lives in the module of its stage, as ``cli_<name>(argv) -> int``; the
-module is imported only when the command runs, so ``jeffreys --help`` stays fast and a
-stage can be replaced without touching the others.
+Each sub-command lives in the module of its stage, as ``cli_<name>(argv) -> int`` (a hyphen
+in the name as an underscore); the module is imported only when the command runs, so
+``jeffreys --help`` stays fast and a stage can be replaced without touching the others.
 
 A missing optional dependency (an extra: ``jeffreys[onnx]``, ``[synth]``, ``[plots]``,
 ``[tensorboard]``) is one line naming the ``pip install`` that fixes it (:mod:`jeffreys.extras`).
@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("jeffreys.probe", "probe the softmax output: top training speakers, entropy"),
     "experiment": ("jeffreys.experiment", "run a Table-1 experiment: train, extract, score, report"),
     "demo": ("jeffreys.demo", "the paper's Table 1 on the embedded corpus, on a CPU"),
+    "compare-runs": ("jeffreys.experiment.compare", "check two runs' results.json against each other, within their intervals"),
     "calibrate": ("jeffreys.calibrate", "fit calibration + threshold on your labelled speakers, with intervals"),
     "export": ("jeffreys.export", "export a trained extractor to ONNX"),
     "verify": ("jeffreys.verify", "score two audio files with a trained model"),
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate_handler(os.getpid()))
     try:
-        return int(getattr(module, f"cli_{name}")(rest) or 0)
+        return int(getattr(module, f"cli_{name.replace('-', '_')}")(rest) or 0)
     except JeffreysError as e:
         print(f"jeffreys {name}: error: {_one_line(e)}", file=sys.stderr)
         return 2

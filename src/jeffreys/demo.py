@@ -8,7 +8,8 @@
    (:mod:`jeffreys.experiment`), on the corpus's in-domain split and its three
    out-of-domain splits (other languages, telephone band, reverberant rooms);
 3. prints Table 1 (seed means with intervals covering seeds and evaluation speakers), the
-   paired comparisons with AAM and, in plain words, what the run can and cannot separate;
+   paired comparisons with AAM and, in plain words, what the run can and cannot separate
+   (p-values adjusted by Holm over every comparison the run reports);
    writes the figures and ``results.json`` into ``OUT``;
 4. saves the Jeffreys system as ``OUT/model.pt`` with its centring mean, calibrated on the
    corpus's ``dev`` speakers (held out from every reported split), so that its stored
@@ -125,7 +126,8 @@ def save_demo_model(results: dict, out: Path, system: str, dev: Path, quick: boo
 def effect_vs_speakers(cfg: ExperimentConfig, results: dict, out: Path) -> Path:
     """The study's figure: each system compared with a reference of its own size (AAM-Jeffreys
     with AAM) against the number of training speakers, per evaluation set
-    (``OUT/effect_vs_speakers.png``)."""
+    (``OUT/effect_vs_speakers.png``); a filled marker is distinguishable after control over the
+    study's whole family of comparisons (``results["multiplicity"]``)."""
     from .report import plot_effect_curve
 
     points: dict[str, list] = {}
@@ -136,14 +138,16 @@ def effect_vs_speakers(cfg: ExperimentConfig, results: dict, out: Path) -> Path:
         for name, comparison in results["comparisons"].get(s.name, {}).items():
             points.setdefault(name, []).append((size, comparison))
     path = out / "effect_vs_speakers.png"
-    plot_effect_curve(points, path, "training speakers", title="AAM-Jeffreys against AAM of the same size: relative EER change")
+    plot_effect_curve(points, path, "training speakers", title="AAM-Jeffreys against AAM of the same size: relative EER change",
+                      level=cfg.metrics.ci, multiplicity=results["multiplicity"])
     return path
 
 
 def real_voices_stage(cfg: ExperimentConfig, out: Path, sets: list, log) -> tuple[dict, str]:
     """The MFCC-statistics baseline on the real-voice trials, standardised on the training
     subset the systems were centred with, and each system against it (``OUT/real_voices.json``
-    and ``.md``); returns the report and its markdown."""
+    and ``.md``; a family of comparisons of its own, adjusted apart from ``results.json``'s);
+    returns the report and its markdown."""
     from .experiment.runner import train_data_of
     from .experiment.stages import emb_name
     from .realvoices import compare_with_baseline, real_voices_markdown
@@ -151,7 +155,7 @@ def real_voices_stage(cfg: ExperimentConfig, out: Path, sets: list, log) -> tupl
     subset = out / "train_subsets" / emb_name(train_data_of(cfg.systems[0], cfg))
     report = compare_with_baseline(cfg, out, sets, subset, log)
     labels = {s.name: s.label or s.name for s in cfg.systems}
-    md = real_voices_markdown(report, labels, cfg.metrics.ci)
+    md = real_voices_markdown(report, labels, cfg.metrics.ci, n_boot=cfg.metrics.n_boot)
     write_text_atomic(out / "real_voices.md", md)
     return report, md
 

@@ -8,7 +8,10 @@ intervals. :func:`compare_with_baseline` puts the MFCC-statistics baseline
 (:mod:`jeffreys.baseline`, ``cosine`` back-end standardised on the same training subset the
 systems are centred with) on the same trials and compares every system with it, paired over
 training seeds and evaluation speakers (:mod:`jeffreys.experiment.statistics`): the baseline
-depends on no seed, so it enters as the same scores for every seed.
+depends on no seed, so it enters as the same scores for every seed. These comparisons are a
+family of their own: ``real_voices.json`` carries their ``p_adjusted`` (Holm over every
+system, list and metric of the stage) and its own ``multiplicity`` record, apart from the
+experiment's ``results.json``.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ def compare_with_baseline(cfg: ExperimentConfig, out: Path, sets: list[EvalSpec]
     from .data.datadir import read_datadir
     from .data.trials import read_trials
     from .experiment.training import run_dir
-    from .experiment.statistics import set_statistics
+    from .experiment.statistics import adjust_comparisons, set_statistics
     from .metrics import speaker_groups
 
     m = cfg.metrics
@@ -93,17 +96,25 @@ def compare_with_baseline(cfg: ExperimentConfig, out: Path, sets: list[EvalSpec]
             "vs_baseline": dict(st.comparisons),
         }
         log(f"{ev.name}: MFCC-statistics baseline EER {100 * st.means[BASELINE]['eer']:.2f} %")
+    # one family: every system against the baseline on every list, EER, minDCF and Cllr
+    report["multiplicity"] = adjust_comparisons({name: r["vs_baseline"] for name, r in report["sets"].items()})
     write_text_atomic(out / "real_voices.json", json.dumps(report, indent=2) + "\n")
     return report
 
 
-def real_voices_markdown(report: dict, labels: dict[str, str], level: float = 0.95) -> str:
+def real_voices_markdown(report: dict, labels: dict[str, str], level: float = 0.95, n_boot: int | None = None) -> str:
     """Per real-voice set: each system's seed-mean EER with its interval, the baseline's, and
-    the system's relative change against the baseline (negative = better)."""
+    the system's relative change against the baseline (negative = better), bold where it is
+    distinguishable after control over the stage's family (``p_adjusted``, ``report["multiplicity"]``).
+    ``n_boot``: the replicates, to say when they are too few for any claim in that family."""
+    from .experiment.statistics import alpha_of, distinguishable, multiplicity_text, resolution_note
+
+    alpha = alpha_of(level)
+    mult = report["multiplicity"]
     lines = []
     for name, r in report["sets"].items():
         lines += [f"\n{name} ({r['trials']} trials, {r['targets']} targets)\n",
-                  "| System | EER % [interval] | minDCF | vs MFCC baseline: ΔEER [interval] |", "|---|---:|---:|---:|"]
+                  "| System | EER % [interval] | minDCF | vs MFCC baseline: ΔEER [interval], p, adj. |", "|---|---:|---:|---:|"]
         for s, v in r["systems"].items():
             ci = v["eer_ci"]
             eer = f"{100 * v['eer']:.2f}" + (f" [{100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci else "")
@@ -111,13 +122,22 @@ def real_voices_markdown(report: dict, labels: dict[str, str], level: float = 0.
             if c is None:
                 delta = "(reference)"
             else:
-                lo, hi = c["eer"]["ci"]
-                delta = f"{100 * c['eer']['diff_rel']:+.1f} % [{100 * lo:+.1f}, {100 * hi:+.1f}]"
-                delta = f"**{delta}**" if (lo > 0 or hi < 0) else f"{delta} n.d."
+                e = c["eer"]
+                lo, hi = e["ci"]
+                delta = f"{100 * e['diff_rel']:+.1f} % [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+                if e["p_adjusted"] is not None:
+                    delta += f", p {e['p']:.3f}, adj. {e['p_adjusted']:.3f}"
+                delta = f"**{delta}**" if distinguishable(e, alpha) else f"{delta} n.d."
             label = "MFCC statistics (baseline)" if s == BASELINE else labels.get(s, s)
             lines.append(f"| {label} | {eer} | {v['min_dcf']:.3f} | {delta} |")
     lines.append(f"\nSeed means; [{100 * level:g} % intervals] over training seeds and evaluation speakers; the change "
-                 f"against the baseline is paired over both (negative = better; **bold**: distinguishable).")
+                 f"against the baseline is paired over both (negative = better); adj.: its p adjusted by "
+                 f"{multiplicity_text(mult)} (every system, list and metric of this stage, a family apart from "
+                 f"results.json's; family-wise error <= {100 * alpha:g} %). **Bold**: distinguishable (adjusted p < "
+                 f"{alpha:g}); n.d.: not distinguishable, even where the interval alone excludes 0.")
+    note = resolution_note(mult, n_boot, alpha) if n_boot else None
+    if note:
+        lines.append(f"Note: {note[0].upper()}{note[1:]}")
     return "\n".join(lines) + "\n"
 
 

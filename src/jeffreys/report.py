@@ -133,19 +133,28 @@ def table_csv(results: Mapping, p_target: float = 0.01, evalsets: Sequence[str] 
     return buf.getvalue()
 
 
-def comparisons_markdown(comparisons: Mapping, labels: Mapping[str, str], evalsets: Sequence[str], level: float = 0.95) -> str:
+def comparisons_markdown(comparisons: Mapping, labels: Mapping[str, str], evalsets: Sequence[str], level: float = 0.95,
+                         multiplicity: Mapping | None = None) -> str:
     """The paired comparisons (``results.json``'s ``comparisons`` block): per system, against
     its reference, and per evaluation set, the relative change of EER and minDCF (negative =
-    better) with its interval and p-value; bold where the interval excludes 0, "n.d." (not
-    distinguishable) where it does not."""
+    better) with its interval, its p-value and its p adjusted over the run's family
+    (``p_adjusted``, see :func:`jeffreys.experiment.statistics.adjust_comparisons`; required);
+    bold where the comparison is distinguishable (adjusted p below ``1 - level``), "n.d." (not
+    distinguishable) where it is not, whatever its own interval. ``multiplicity``: the run's
+    ``{"method", "family"}`` record, named under the table."""
+    from .experiment.statistics import alpha_of, distinguishable, multiplicity_text
+
+    alpha = alpha_of(level)
     sets = [e for e in evalsets if any(e in per for per in comparisons.values())]
 
     def cell(c: Mapping) -> str:
         lo, hi = c["ci"]
         if not (math.isfinite(lo) and math.isfinite(hi)):
             return "–"
-        s = f"{100 * c['diff_rel']:+.1f} % [{100 * lo:+.1f}, {100 * hi:+.1f}] p {c['p']:.3f}"
-        return f"**{s}**" if (lo > 0 or hi < 0) else f"{s} n.d."
+        q = c["p_adjusted"]
+        s = f"{100 * c['diff_rel']:+.1f} % [{100 * lo:+.1f}, {100 * hi:+.1f}] p {c['p']:.3f}" + (
+            f", adj. {q:.3f}" if q is not None else "")
+        return f"**{s}**" if distinguishable(c, alpha) else f"{s} n.d."
 
     head = "| System | vs | " + " | ".join(f"{e} ΔEER | {e} ΔminDCF" for e in sets) + " |"
     lines = [head, "|---|---|" + "---:|---:|" * len(sets)]
@@ -156,9 +165,13 @@ def comparisons_markdown(comparisons: Mapping, labels: Mapping[str, str], evalse
             cells += ["–", "–"] if c is None else [cell(c["eer"]), cell(c["min_dcf"])]
             ref = ref or (c and c["eer"]["reference"])
         lines.append(f"| {labels.get(system, system)} | {labels.get(ref, ref)} | " + " | ".join(cells) + " |")
+    family = f" ({multiplicity_text(multiplicity)}, Cllr's included)" if multiplicity else ""
     lines.append(f"\nRelative change of the seed mean against the reference (negative = better), paired over training "
-                 f"seeds and evaluation speakers; [{100 * level:g} % interval], two-sided bootstrap p. **Bold**: "
-                 f"distinguishable at {100 * level:g} %; n.d.: not distinguishable.")
+                 f"seeds and evaluation speakers; [{100 * level:g} % interval of the comparison alone], two-sided "
+                 f"bootstrap p; adj.: p adjusted over every comparison the run reports{family}, family-wise error "
+                 f"<= {100 * alpha:g} %. "
+                 f"**Bold**: distinguishable (adjusted p < {alpha:g}); n.d.: not distinguishable, even where the "
+                 f"interval alone excludes 0.")
     return "\n".join(lines) + "\n"
 
 
@@ -245,12 +258,35 @@ def plot_gains(table: Mapping, baseline: str, out_path: str | Path, p_target: fl
     return gains
 
 
+def comparison_bars(comparisons: Mapping, system: str, evalsets: Sequence[str], alpha: float = 0.05):
+    """Fig. 3's bars of one system: per evaluation set, EER then minDCF, the gain (percent,
+    positive = better), the whisker lengths below and above, and whether the bar is hatched
+    (not distinguishable: adjusted p not below ``alpha``). NaN gains where a comparison is missing."""
+    from .experiment.statistics import distinguishable
+
+    gain, err_lo, err_hi, hatch = [], [], [], []
+    for e in evalsets:
+        for metric in ("eer", "min_dcf"):
+            c = comparisons[system].get(e, {}).get(metric)
+            if c is None or not math.isfinite(c["ci"][0]):
+                gain.append(math.nan), err_lo.append(0.0), err_hi.append(0.0), hatch.append(False)
+                continue
+            g, lo, hi = -100 * c["diff_rel"], -100 * c["ci"][1], -100 * c["ci"][0]
+            gain.append(g), err_lo.append(max(0.0, g - lo)), err_hi.append(max(0.0, hi - g))
+            hatch.append(not distinguishable(c, alpha))
+    return gain, err_lo, err_hi, hatch
+
+
 def plot_comparisons(comparisons: Mapping, labels: Mapping[str, str], evalsets: Sequence[str], out_path: str | Path,
-                     level: float = 0.95, title: str | None = None) -> None:
+                     level: float = 0.95, title: str | None = None, multiplicity: Mapping | None = None) -> None:
     """Fig. 3 with error bars: the relative gain (percent, positive = better) of each system
     over the reference per evaluation set, EER and minDCF side by side, from the paired
-    comparisons; the bars' whiskers are the comparisons' intervals, and a hatched bar is not
-    distinguishable from 0."""
+    comparisons; the bars' whiskers are the comparisons' own intervals, and a hatched bar is
+    not distinguishable from 0 after control over the run's family (``p_adjusted``, see
+    :func:`comparison_bars`; ``multiplicity`` names the method and family in the legend)."""
+    from .experiment.statistics import alpha_of, multiplicity_text
+
+    alpha = alpha_of(level)
     plt = _pyplot()
     systems = list(comparisons)
     sets = [e for e in evalsets if any(e in per for per in comparisons.values())]
@@ -259,16 +295,7 @@ def plot_comparisons(comparisons: Mapping, labels: Mapping[str, str], evalsets: 
     width = 0.8 / max(1, len(systems))
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(ticks) + 2), 3.8))
     for k, system in enumerate(systems):
-        gain, err_lo, err_hi, hatch = [], [], [], []
-        for e in sets:
-            for metric in ("eer", "min_dcf"):
-                c = comparisons[system].get(e, {}).get(metric)
-                if c is None or not math.isfinite(c["ci"][0]):
-                    gain.append(math.nan), err_lo.append(0.0), err_hi.append(0.0), hatch.append(False)
-                    continue
-                g, lo, hi = -100 * c["diff_rel"], -100 * c["ci"][1], -100 * c["ci"][0]
-                gain.append(g), err_lo.append(max(0.0, g - lo)), err_hi.append(max(0.0, hi - g))
-                hatch.append(not (c["ci"][0] > 0 or c["ci"][1] < 0))
+        gain, err_lo, err_hi, hatch = comparison_bars(comparisons, system, sets, alpha)
         pos = x + (k - (len(systems) - 1) / 2) * width
         ref = next(iter(comparisons[system].values()))["eer"]["reference"]
         bars = ax.bar(pos, gain, width, label=f"{labels.get(system, system)} vs {labels.get(ref, ref)}", yerr=[err_lo, err_hi], capsize=2,
@@ -283,16 +310,29 @@ def plot_comparisons(comparisons: Mapping, labels: Mapping[str, str], evalsets: 
     ax.set_ylabel("relative gain over " + (labels.get(ref := next(iter(refs)), ref) if len(refs) == 1 else "each system's reference") + " (%)")
     ax.set_title(title or f"Relative gains, {100 * level:g} % intervals", fontsize=9)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, title=f"hatched: not distinguishable at {100 * level:g} %", title_fontsize=7)
+    adj = f"{multiplicity_text(multiplicity)}: " if multiplicity else ""
+    ax.legend(fontsize=8, title=f"hatched: not distinguishable ({adj}adjusted p >= {alpha:g})", title_fontsize=7)
     save_figure(fig, out_path)
 
 
+def effect_markers(points: Sequence[tuple[float, Mapping]], alpha: float = 0.05) -> list[bool]:
+    """Per ``(x, comparison)`` of :func:`plot_effect_curve`: whether its marker is filled (the
+    EER comparison distinguishable: adjusted p below ``alpha``)."""
+    from .experiment.statistics import distinguishable
+
+    return [distinguishable(c["eer"], alpha) for _, c in points]
+
+
 def plot_effect_curve(points: Mapping[str, Sequence[tuple[float, Mapping]]], out_path: str | Path, xlabel: str,
-                      title: str | None = None, level: float = 0.95) -> None:
+                      title: str | None = None, level: float = 0.95, multiplicity: Mapping | None = None) -> None:
     """A comparison's relative EER change (percent, negative = better) against a setting, one
     line per evaluation set: ``points[set] = [(x, comparison), ...]`` with the comparisons of
-    ``results.json`` (``{"eer": {"diff_rel", "ci", "reference"}}``); whiskers are their intervals,
-    hollow markers where the interval covers 0."""
+    ``results.json`` (``{"eer": {"diff_rel", "ci", "reference", "p_adjusted"}}``); whiskers are
+    their own intervals, hollow markers where the comparison is not distinguishable after
+    control over the run's family (:func:`effect_markers`)."""
+    from .experiment.statistics import alpha_of, multiplicity_text
+
+    alpha = alpha_of(level)
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     sets = list(points)
@@ -306,9 +346,8 @@ def plot_effect_curve(points: Mapping[str, Sequence[tuple[float, Mapping]]], out
         hi = [max(0.0, 100 * c["eer"]["ci"][1] - y) for y, (_, c) in zip(ys, pts)]
         colour = f"C{k}"
         ax.errorbar(xs, ys, yerr=[lo, hi], color=colour, capsize=3, lw=1, label=name)
-        for x, y, (_, c) in zip(xs, ys, pts):
-            covers = c["eer"]["ci"][0] <= 0 <= c["eer"]["ci"][1]
-            ax.plot([x], [y], "o", color=colour, mfc="white" if covers else colour, zorder=3)
+        for x, y, filled in zip(xs, ys, effect_markers(pts, alpha)):
+            ax.plot([x], [y], "o", color=colour, mfc=colour if filled else "white", zorder=3)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xscale("log")
     ax.minorticks_off()
@@ -316,7 +355,9 @@ def plot_effect_curve(points: Mapping[str, Sequence[tuple[float, Mapping]]], out
     ax.set_xticks(xticks, [f"{x:g}" for x in xticks])
     ax.set_xlabel(xlabel)
     ax.set_ylabel("relative EER change (%)")
-    ax.set_title(title or f"Relative EER change, {100 * level:g} % intervals (hollow: not distinguishable)", fontsize=9)
+    adj = f"; {multiplicity_text(multiplicity)}" if multiplicity else ""
+    ax.set_title((title + "\n" if title else f"Relative EER change, {100 * level:g} % intervals\n")
+                 + f"(hollow: not distinguishable, adjusted p >= {alpha:g}{adj})", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     save_figure(fig, out_path)

@@ -4,9 +4,16 @@
 
     systems[NAME] = {"label", "seeds": [...], "runs": {SEED: one run's results},
                      "eval": {SET: seed means of eer, min_dcf, cllr, "per_seed", "ci", ...}}
-    comparisons[NAME][SET][METRIC] = {"reference", "diff_rel", "ci": [lo, hi], "p", "seeds",
-                                      "seeds_better"}            (METRIC: eer, min_dcf, cllr)
-    environment = {machine, CPU flags of the loss kernel, library versions, seeds}
+    comparisons[NAME][SET][METRIC] = {"reference", "diff_rel", "ci": [lo, hi], "p", "p_adjusted",
+                                      "seeds", "seeds_better"}   (METRIC: eer, min_dcf, cllr)
+    multiplicity = {"method": "holm", "family": N}   (N: the comparisons carrying a p)
+    environment = jeffreys.environment.environment() + seeds: machine, CPU and its SIMD flags,
+                  library versions and builds, threads, kernel variables, loss kernel
+    runs[SEED]["eval"][SET]["scores_sha256"]: SHA-256 of that run's scores (float64, trial order)
+
+``p_adjusted`` is ``p`` after Holm's control over the run's whole family of comparisons
+(:func:`.statistics.adjust_comparisons`, applied once in :func:`write_results`); every table,
+figure and list calls a difference distinguishable only when ``p_adjusted < 1 - ci``.
 
 Files: ``table.md`` (Table 1: seed means with their intervals, then the comparisons with the
 reference), ``table.csv``, ``gains.png`` (Fig. 3 with the comparisons' intervals as error
@@ -17,8 +24,6 @@ bars), ``det_SET.png`` (Figs. 4–5, the first seed's runs), ``nontarget_SET.png
 from __future__ import annotations
 
 import json
-import os
-import platform
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +32,15 @@ import numpy as np
 from ..config import to_dict
 from ..metrics import jsonable, speaker_groups
 from .config import EvalSpec, ExperimentConfig
-from .statistics import METRICS, distinguishable, set_statistics
+from .statistics import METRICS, adjust_comparisons, alpha_of, distinguishable, multiplicity_text, resolution_note, set_statistics
 
 
 def environment(cfg: ExperimentConfig) -> dict:
-    """What a result's reproducibility depends on (see docs/experiments.md, "Determinism")."""
-    import scipy
-    import torch
+    """What a result's reproducibility depends on (:func:`jeffreys.environment.environment`),
+    and the seeds (see docs/experiments.md, "Determinism")."""
+    from ..environment import environment as current
 
-    from .. import __version__
-    from ..losses import kernel_info
-
-    return {
-        "machine": platform.machine(), "processor": platform.processor() or None, "cpus": os.cpu_count(),
-        "system": platform.system(), "python": platform.python_version(), "jeffreys": __version__,
-        "torch": torch.__version__, "numpy": np.__version__, "scipy": scipy.__version__,
-        "torch_threads": torch.get_num_threads(), "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-        "loss_kernel": kernel_info(), "seeds": list(cfg.seeds),
-    }
+    return {**current(), "seeds": list(cfg.seeds)}
 
 
 def _groups(ev, tri, cfg: ExperimentConfig):
@@ -86,24 +82,36 @@ def _aggregate(cfg: ExperimentConfig, evals, runs, log) -> tuple[dict, dict]:
     return per_system, comparisons
 
 
-def separation_summary(cfg: ExperimentConfig, comparisons: dict, labels: dict[str, str]) -> str:
-    """Plain words: which comparisons this run can separate, and which it cannot."""
-    level = f"{100 * cfg.metrics.ci:g} %"
-    yes, no = [], []
+def separation_summary(cfg: ExperimentConfig, comparisons: dict, labels: dict[str, str], multiplicity: dict) -> str:
+    """Plain words: which comparisons this run can separate (adjusted p below ``1 - ci`` over
+    the run's family, ``multiplicity``), and which it cannot."""
+    alpha = alpha_of(cfg.metrics.ci)
+    yes, no, alone = [], [], []
     for system, per_set in comparisons.items():
         for set_name, per_metric in per_set.items():
             for metric in ("eer", "min_dcf"):
                 c = per_metric[metric]
                 what = f"{labels[system]} vs {labels[c['reference']]}, {set_name} {'EER' if metric == 'eer' else 'minDCF'}"
-                if np.isfinite(c["ci"][0]) and distinguishable(c):
-                    yes.append(f"{what}: {100 * c['diff_rel']:+.1f} % [{100 * c['ci'][0]:+.1f}, {100 * c['ci'][1]:+.1f}], p {c['p']:.3f}")
+                if distinguishable(c, alpha):
+                    yes.append(f"{what}: {100 * c['diff_rel']:+.1f} % [{100 * c['ci'][0]:+.1f}, {100 * c['ci'][1]:+.1f}], "
+                               f"p {c['p']:.3f}, adjusted {c['p_adjusted']:.3f}")
                 else:
                     no.append(what)
-    lines = [f"\nWhat these {len(cfg.seeds)} seed(s) and evaluation speakers can separate at {level}:"]
+                    if c["p_adjusted"] is not None and c["p"] < alpha:
+                        alone.append(f"{what} (p {c['p']:.3f}, adjusted {c['p_adjusted']:.3f})")
+    n = multiplicity["family"]
+    lines = [f"\nWhat these {len(cfg.seeds)} seed(s) and evaluation speakers can separate ({multiplicity_text(multiplicity)}, "
+             f"family-wise error {100 * alpha:g} %):"]
     lines += [f"- distinguishable: {y}" for y in yes] or ["- no difference with the reference is distinguishable."]
     if no:
         lines.append(f"- not distinguishable: {len(no)} of {len(yes) + len(no)} ("
                      + "; ".join(no[:12]) + ("; ..." if len(no) > 12 else "") + ")")
+    if alone:
+        lines.append(f"- p < {alpha:g} alone but not after adjustment (about {n * alpha:.1f} such among {n} comparisons "
+                     f"are expected by chance when nothing differs): " + "; ".join(alone))
+    note = resolution_note(multiplicity, cfg.metrics.n_boot, alpha)
+    if note:
+        lines.append(f"- {note}")
     if len(cfg.seeds) < 3:
         lines.append("- fewer than 3 seeds: training-seed variance is barely sampled; read differences as anecdotes.")
     return "\n".join(lines) + "\n"
@@ -115,9 +123,10 @@ def write_results(cfg: ExperimentConfig, out: Path, evals, runs, log, *, train_s
 
     labels = {s.name: s.label or s.name for s in cfg.systems}
     per_system, comparisons = _aggregate(cfg, evals, runs, log)
+    multiplicity = adjust_comparisons(comparisons)  # once, over the whole family the run reports
     scored_sets = [ev for ev in evals if ev.trials is not None]
     results: dict[str, Any] = {
-        "systems": {}, "comparisons": comparisons, "reference": cfg.reference,
+        "systems": {}, "comparisons": comparisons, "multiplicity": multiplicity, "reference": cfg.reference,
         "eval_sets": {ev.spec.name: {"data": ev.spec.data, "trials": str(ev.trials) if ev.trials else None,
                                      "domain": ev.spec.domain, "utterances": len(ev.datadir.utts),
                                      **({"submission_pairs": str(ev.pairs)} if ev.trials is None else {})}
@@ -144,8 +153,10 @@ def write_results(cfg: ExperimentConfig, out: Path, evals, runs, log, *, train_s
     md += "\n"
     cmp_md = ""
     if comparisons and m.n_boot:
-        cmp_md = "\n" + rep.comparisons_markdown(comparisons, labels, [ev.spec.name for ev in scored_sets], m.ci)
-        cmp_md += separation_summary(cfg, comparisons, labels)
+        cmp_md = "\n" + rep.comparisons_markdown(comparisons, labels, [ev.spec.name for ev in scored_sets], m.ci,
+                                                  multiplicity)
+        cmp_md += separation_summary(cfg, comparisons, labels, multiplicity)
+        log(f"comparisons: {multiplicity_text(multiplicity)} (p_adjusted in results.json)")
     results["table_markdown"], results["comparisons_markdown"] = md, cmp_md
     write_text_atomic(out / "table.md", md + cmp_md)
     with atomic_write(out / "table.csv", newline="") as f:
@@ -155,7 +166,7 @@ def write_results(cfg: ExperimentConfig, out: Path, evals, runs, log, *, train_s
                  for s in per_system}
         results["gains"] = rep.relative_gains(table, labels[cfg.reference], m.p_target)
     if cfg.figures:
-        _figures(cfg, out, scored_sets, runs, comparisons, labels, log)
+        _figures(cfg, out, scored_sets, runs, comparisons, labels, log, multiplicity)
     results["train_wall_seconds"], results["wall_seconds"] = train_seconds, wall_seconds
     results["config"] = to_dict(cfg)
     write_text_atomic(out / "results.json", json.dumps(jsonable(results), indent=2))
@@ -163,7 +174,8 @@ def write_results(cfg: ExperimentConfig, out: Path, evals, runs, log, *, train_s
     return results
 
 
-def _figures(cfg: ExperimentConfig, out: Path, evals, runs, comparisons: dict, labels: dict, log) -> None:
+def _figures(cfg: ExperimentConfig, out: Path, evals, runs, comparisons: dict, labels: dict, log,
+             multiplicity: dict | None = None) -> None:
     from .. import report as rep
     from ..probe import plot_eer_vs_top, plot_nontarget_scores, plot_output_examples
 
@@ -172,7 +184,8 @@ def _figures(cfg: ExperimentConfig, out: Path, evals, runs, comparisons: dict, l
     if len(cfg.systems) > 1 and comparisons:
         rep.plot_comparisons(comparisons, labels, [ev.spec.name for ev in evals], out / "gains.png", level=m.ci,
                              title=f"Relative gains over {labels[cfg.reference]}, mean of {len(cfg.seeds)} seed(s), "
-                             f"{100 * m.ci:g} % intervals" + _domains_note([ev.spec for ev in evals]))
+                             f"{100 * m.ci:g} % intervals" + _domains_note([ev.spec for ev in evals]),
+                             multiplicity=multiplicity)
     seed_note = f", seed {cfg.seeds[0]}" if len(cfg.seeds) > 1 else ""
     for ev in evals:
         name = ev.spec.name

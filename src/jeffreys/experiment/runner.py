@@ -18,6 +18,7 @@ tables, figures and ``results.json`` (:mod:`.results`). Every stage is stamped
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -182,9 +183,16 @@ def evaluate_run(run: Run, evals: list[EvalSet], cfg: ExperimentConfig, out: Pat
             write_probe_table(pr, bundle.speakers, rdir / "probe" / f"{ev.spec.name}.tsv")
             met["probe"] = pr.summary()
         met["nontarget_tail"] = nontarget_tail(scores, tri.label)
+        met["scores_sha256"] = scores_digest(scores)  # bit-identity across runs (jeffreys compare-runs)
         res["eval"][ev.spec.name] = met
         log(f"{name}/{ev.spec.name}: EER {100 * met['eer']:.2f} %  minDCF {met['min_dcf']:.3f}  Cllr {met['cllr']:.3f}")
     run.result = res
+
+
+def scores_digest(scores) -> str:
+    """SHA-256 (hex) of a run's scores as little-endian float64 in trial order: equal exactly
+    when the scores are bit for bit the same (the scores file rounds to 10 digits)."""
+    return hashlib.sha256(np.ascontiguousarray(scores, dtype="<f8").tobytes()).hexdigest()
 
 
 # Set by evaluate_runs just before forking its workers, which inherit it.
@@ -305,4 +313,5 @@ def cli_experiment(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["EvalSet", "Run", "cli_experiment", "evaluate_run", "present_eval_sets", "run_experiment", "train_data_of"]
+__all__ = ["EvalSet", "Run", "cli_experiment", "evaluate_run", "present_eval_sets", "run_experiment", "scores_digest",
+           "train_data_of"]

@@ -13,8 +13,19 @@ A **comparison** of a system with the reference is paired: both see the same dra
 on the seed only) and the same drawn speakers. Its figure is the relative change of the
 seed-mean metric, ``(system - reference) / reference`` (negative = better), with the
 replicates' percentile interval and a two-sided bootstrap p-value,
-``p = min(1, 2 (min(#{d* <= 0}, #{d* >= 0}) + 1) / (B + 1))``; a difference is called
-distinguishable at level ``ci`` exactly when its interval excludes 0.
+``p = min(1, 2 (min(#{d* <= 0}, #{d* >= 0}) + 1) / (B + 1))``.
+
+A run reports many comparisons (every system but the reference, every evaluation set, EER,
+minDCF and Cllr), and with 36 of them at 5 % about two would pass by chance alone. So a
+difference is **distinguishable** only after control over the run's whole family:
+:func:`adjust_comparisons` applies Holm's step-down method (:func:`holm`; family-wise error
+<= ``1 - ci``, valid under any dependence between the comparisons, which share seeds and
+speakers) once over every comparison carrying a p, writes ``p_adjusted`` beside ``p``, and
+returns the ``multiplicity`` record; :func:`distinguishable` reads ``p_adjusted`` only. Each
+interval stays the comparison's own (unadjusted) interval: it may exclude 0 while the
+comparison is not distinguishable. A bootstrap p is never below ``2 / (B + 1)``
+(:func:`p_floor`), so Holm over ``m`` comparisons can call nothing distinguishable unless
+``2 m / (B + 1) < 1 - ci`` (:func:`resolution_note`).
 
 With few seeds the seed factor is resampled from few values, and the bootstrap under-states
 its spread (by a factor ``(n-1)/n`` in variance): three seeds give a rough interval, which
@@ -23,6 +34,8 @@ the per-seed values in ``results.json`` let a reader check.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,10 +145,113 @@ def _compare(sys_seeds, ref_seeds, sys_mean, ref_mean, sys_boot, ref_boot, refer
     }
 
 
-def distinguishable(comparison: dict) -> bool:
-    """Whether the interval of a comparison excludes 0 (so p is below 1 - level)."""
+# ----------------------------------------------------------------------------- multiplicity
+MULTIPLICITY_METHOD = "holm"
+METHOD_NAMES = {"holm": "Holm"}
+
+
+def _usable(p) -> bool:
+    return p is not None and not isinstance(p, str) and math.isfinite(float(p))
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm's step-down adjusted p-values, in the order given: with the ``m`` usable p-values
+    sorted, ``p_(1) <= ... <= p_(m)``, the adjusted ``p_(i) = max_{k <= i} min(1, (m - k + 1) p_(k))``
+    (tied p-values get the same adjusted value). None and NaN entries are no hypotheses: they
+    stay out of ``m`` and come back as None. Rejecting where the adjusted p is below ``alpha``
+    keeps the probability of any false claim in the family at most ``alpha``, whatever the
+    dependence between the tests (Holm, Scand. J. Statist. 1979)."""
+    idx = [i for i, p in enumerate(pvalues) if _usable(p)]
+    for i in idx:
+        if not 0.0 <= float(pvalues[i]) <= 1.0:
+            raise ValueError(f"p-value {pvalues[i]!r} (entry {i}) is outside [0, 1]")
+    m = len(idx)
+    out: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for k, i in enumerate(sorted(idx, key=lambda j: float(pvalues[j]))):
+        running = max(running, min(1.0, (m - k) * float(pvalues[i])))
+        out[i] = running
+    return out
+
+
+def _records(tree) -> Iterator[dict]:
+    """Every comparison record (a dict with ``p`` and ``diff_rel``) under ``tree``, in order."""
+    if isinstance(tree, Mapping):
+        if "p" in tree and "diff_rel" in tree:
+            yield tree  # type: ignore[misc]
+            return
+        for v in tree.values():
+            yield from _records(v)
+
+
+def adjust_comparisons(tree, method: str = MULTIPLICITY_METHOD) -> dict:
+    """Control the error over one reported family: every comparison record under ``tree``
+    (``comparisons[NAME][SET][METRIC]`` of ``results.json``, or any nesting of such records)
+    gets ``p_adjusted`` (None where its ``p`` is None or NaN, which then is no member of the
+    family). Returns the ``multiplicity`` record ``{"method", "family"}`` (family: the
+    comparisons carrying a p). Apply it once per family, to everything the run reports."""
+    if method != "holm":
+        raise ValueError(f"unknown multiplicity method {method!r} (have: holm)")
+    recs = list(_records(tree))
+    adjusted = holm([r["p"] for r in recs])
+    for r, a in zip(recs, adjusted):
+        items = [(k, v) for k, v in r.items() if k != "p_adjusted"]
+        r.clear()
+        for k, v in items:  # beside "p", for a reader of results.json
+            r[k] = v
+            if k == "p":
+                r["p_adjusted"] = a
+    return {"method": method, "family": sum(a is not None for a in adjusted)}
+
+
+def alpha_of(level: float) -> float:
+    """The error rate of a level: 0.05 for 0.95 (rounded, so that 1 - 0.95 is not 0.05000000000000004)."""
+    return round(1.0 - float(level), 12)
+
+
+def distinguishable(comparison: Mapping, alpha: float = 0.05) -> bool:
+    """Whether a comparison is a claim: its ``p_adjusted`` (after :func:`adjust_comparisons`
+    over the run's family) is below ``alpha``. A record without ``p_adjusted`` is an error:
+    an unadjusted p is never read as a claim."""
+    if "p_adjusted" not in comparison:
+        raise ValueError("comparison has no p_adjusted: control its family first (statistics.adjust_comparisons)")
+    q = comparison["p_adjusted"]
+    return _usable(q) and float(q) < alpha
+
+
+def interval_excludes_zero(comparison: Mapping) -> bool:
+    """Whether the comparison's own (unadjusted) interval excludes 0: p < 1 - level alone, no claim."""
     lo, hi = comparison["ci"]
     return bool(lo > 0 or hi < 0)
 
 
-__all__ = ["METRICS", "SetStatistics", "distinguishable", "set_statistics"]
+def p_floor(n_boot: int) -> float:
+    """The smallest bootstrap p-value ``n_boot`` replicates can give: ``2 / (n_boot + 1)``."""
+    return 2.0 / (n_boot + 1)
+
+
+def min_replicates(family: int, alpha: float = 0.05) -> int:
+    """The fewest replicates with which Holm over ``family`` comparisons can reach ``alpha``
+    at all (the smallest p at its floor): ``2 family / (B + 1) < alpha``."""
+    return int(math.floor(2 * family / alpha + 1e-9))
+
+
+def multiplicity_text(multiplicity: Mapping) -> str:
+    """'Holm over 36 comparisons' for tables and lists."""
+    n = multiplicity["family"]
+    return f"{METHOD_NAMES.get(multiplicity['method'], multiplicity['method'])} over {n} comparison{'s' if n != 1 else ''}"
+
+
+def resolution_note(multiplicity: Mapping, n_boot: int, alpha: float = 0.05) -> str | None:
+    """A sentence when the bootstrap cannot give a p small enough for any claim in this family
+    (None when it can)."""
+    m = multiplicity["family"]
+    if m == 0 or m * p_floor(n_boot) < alpha:
+        return None
+    return (f"with {n_boot} replicates no p is below 2/{n_boot + 1} = {p_floor(n_boot):.4f}, so "
+            f"{multiplicity_text(multiplicity)} cannot reach {alpha:g}: nothing can be distinguishable; "
+            f"it takes at least {min_replicates(m, alpha)} replicates (metrics.n_boot), more for a p above its floor.")
+
+
+__all__ = ["METRICS", "MULTIPLICITY_METHOD", "SetStatistics", "adjust_comparisons", "alpha_of", "distinguishable", "holm",
+           "interval_excludes_zero", "min_replicates", "multiplicity_text", "p_floor", "resolution_note", "set_statistics"]
