@@ -249,6 +249,8 @@ def _set_prop(key: str, value: str | None):
         ("jeffreys.meta", "[1, 2]", "must be a JSON object"),
         ("jeffreys.meta", '{"threshold": "high"}', r"meta\['threshold'\] must be a finite number"),
         ("jeffreys.meta", '{"mean": [1, 2]}', r"meta\['mean'\] must be 8 finite numbers"),
+        ("jeffreys.meta", '{"mean": [0, 0, 0, -2e6, 0, 0, 0, 1e300]}', r"meta\['mean'\]\[3\] = -2e\+06, beyond \+-1e\+06 \(2 such"),
+        ("jeffreys.meta", '{"mean": ["0", 0, 0, 0, 0, 0, 0, 0]}', r"meta\['mean'\] must be 8 finite numbers"),
         ("jeffreys.meta", '{"calibration": {"a": -1.0, "b": 0.0}}', "must be positive"),
         ("jeffreys.sample_rate", "-16000", "'jeffreys.sample_rate' must be a positive integer"),
         ("jeffreys.sample_rate", "\u00b2", "'jeffreys.sample_rate' must be a positive integer"),  # isdigit, not int
@@ -316,6 +318,35 @@ def test_onnx_files_that_are_not_models_or_point_elsewhere(onnx_file, tmp_path):
         hidden = _rewrite_onnx(onnx_file, tmp_path / f"{edit.__name__}.onnx", edit)
         with pytest.raises(InputError, match="external data files; refused"):
             jeffreys.load(hidden)
+
+
+def test_onnx_model_past_the_model_limit_is_refused_before_it_is_read(onnx_file, tmp_path, monkeypatch):
+    """The model limit of a bundle's file (JEFFREYS_MAX_MODEL_BYTES) holds for an ONNX model,
+    which is read whole: files of random sizes past random limits are refused from their size,
+    in one line naming the file, and nothing is parsed; the limit itself passes."""
+    import onnx
+
+    size = onnx_file.stat().st_size
+    monkeypatch.setenv("JEFFREYS_MAX_MODEL_BYTES", str(size))
+    assert jeffreys.load(onnx_file).backend == "onnx"
+    monkeypatch.setenv("JEFFREYS_MAX_MODEL_BYTES", str(size - 1))
+    with pytest.raises(InputError, match=rf"model\.onnx: the ONNX model is [\d.e+-]+ MiB, more than the limit"):
+        jeffreys.load(onnx_file)
+    parsed = []
+    monkeypatch.setattr(onnx, "load_model_from_string", lambda data: parsed.append(len(data)))
+    rng = np.random.default_rng(7)
+    for trial in range(8):
+        limit = int(rng.integers(1 << 10, 1 << 20))
+        path = tmp_path / f"{trial}.onnx"
+        with open(path, "wb") as f:  # sparse: holes cost no disk
+            f.write(onnx_file.read_bytes()[:limit])
+            f.truncate(limit + int(rng.choice([1, rng.integers(2, 1 << 20), 64 << 20])))
+        monkeypatch.setenv("JEFFREYS_MAX_MODEL_BYTES", str(limit))
+        with pytest.raises(InputError) as e:
+            jeffreys.load(path)
+        assert re.fullmatch(rf"{re.escape(str(path))}: the ONNX model is [\d.e+-]+ MiB, more than the limit of [\d.e+-]+ MiB "
+                            r"\(raise it with --max-model-bytes or JEFFREYS_MAX_MODEL_BYTES\)", str(e.value)), str(e.value)
+    assert not parsed
 
 
 def test_devices_and_bad_bundles(bundle, onnx_file, tmp_path):

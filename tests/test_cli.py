@@ -1,5 +1,6 @@
 """The `jeffreys` command: help, version, every sub-command's help, one-line errors."""
 
+import re
 import subprocess
 import sys
 
@@ -70,3 +71,29 @@ def test_error_from_a_dataloader_worker_prints_one_line(tmp_path, capsys):
         del cli.COMMANDS["fake"], sys.modules["fake_stage"]
     err = capsys.readouterr().err
     assert err == f"jeffreys fake: error: {tmp_path}/wav.scp:3: audio file of 'u1' not found\n"
+
+
+def test_every_limit_is_an_option_and_a_list_limit_refuses_through_it(tmp_path):
+    """Every limit a reader reads from the environment has its option before the command
+    (the issue: "overridable on the command line"); ``--max-list-lines 3`` refuses a
+    generated 10-line scores file in one line, exit 2, and without it the same files pass."""
+    import random
+
+    from jeffreys.audio import AudioLimits
+    from jeffreys.cli import LIMIT_OPTIONS
+    from jeffreys.fileio import LIMITS
+    from jeffreys.models.bundle import MAX_BYTES_ENV
+
+    assert {env for env, _, _ in LIMIT_OPTIONS.values()} == {*LIMITS, *AudioLimits.ENV.values(), MAX_BYTES_ENV}
+    rng = random.Random(0)
+    pairs = [(f"e{i}", f"t{rng.randrange(1000)}_{i}", rng.choice(["target", "nontarget"])) for i in range(10)]
+    pairs[:2] = [("e0", "t0", "target"), ("e1", "t1", "nontarget")]  # both kinds
+    (tmp_path / "trials").write_text("".join(f"{e} {t} {y}\n" for e, t, y in pairs))
+    (tmp_path / "scores").write_text("".join(f"{e} {t} {rng.uniform(-1, 1):.4f}\n" for e, t, _ in pairs))
+    args = ["metrics", str(tmp_path / "scores"), "--trials", str(tmp_path / "trials")]
+    r = run("--max-list-lines", "3", *args)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert re.fullmatch(rf"jeffreys metrics: error: {re.escape(str(tmp_path))}/(scores|trials): more than 3 lines, the limit "
+                        r"\(JEFFREYS_MAX_LIST_LINES raises it\)\n", r.stderr), r.stderr
+    r = run("--max-list-lines=10", *args)
+    assert r.returncode == 0, r.stderr

@@ -133,3 +133,108 @@ def test_ark_and_scp_appear_together(tmp_path, emb):
     with pytest.raises(InputError, match="x.scp: is a directory"):
         write_embeddings(tmp_path / "x", ids, m)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.scp"]
+
+
+# ----------------------------------------------------------------------------- size limit
+LIMIT = "JEFFREYS_MAX_EMBEDDING_BYTES"
+
+
+def test_ark_and_npy_past_the_limit_are_refused_from_their_size(tmp_path, monkeypatch):
+    """Random matrices under random limits: a file is read exactly when its size is within
+    the limit; past it, refused before a record is parsed (a sparse file of zeros, which
+    would otherwise be scanned for a key, is refused as fast)."""
+    from jeffreys import embeddings
+
+    rng = np.random.default_rng(3)
+    for trial in range(12):
+        n, d = int(rng.integers(1, 40)), int(rng.integers(1, 64))
+        m = rng.standard_normal((n, d)).astype(np.float32)
+        ids = [f"u{i}" for i in range(n)]
+        for fmt, ext in (("kaldi", ".ark"), ("npy", ".npy")):
+            data = write_embeddings(tmp_path / f"{trial}{fmt}" / "x", ids, m, fmt=fmt)[0]
+            size = data.stat().st_size
+            max_bytes = int(rng.integers(size // 2, size * 2))
+            monkeypatch.setenv(LIMIT, str(max_bytes))
+            if size <= max_bytes:
+                assert np.array_equal(read_embeddings(data)[1], m)
+                continue
+            with pytest.raises(InputError) as e:
+                read_embeddings(data)
+            assert str(e.value) == f"{data}: {size} bytes, more than the limit of {max_bytes} ({LIMIT} raises it)"
+    parsed = []
+    monkeypatch.setattr(embeddings, "_read_record", lambda *a: parsed.append(1))
+    monkeypatch.setenv(LIMIT, "1000")
+    for size in (1001, 1 << 20, 1 << 30):  # holes cost no disk
+        with open(tmp_path / "zeros.ark", "wb") as f:
+            f.truncate(size)
+        with pytest.raises(InputError, match=rf"zeros\.ark: {size} bytes, more than the limit of 1000 \({LIMIT}"):
+            read_embeddings(tmp_path / "zeros.ark")
+    assert not parsed
+
+
+def test_npy_header_claiming_more_than_the_file_holds_is_refused_before_allocating(tmp_path):
+    from numpy.lib import format as npy_format
+
+    rng = np.random.default_rng(4)
+    for trial in range(20):
+        rows, cols = (int(x) for x in rng.integers(1, 10**7, 2))
+        stored = int(rng.integers(0, 64))
+        claim = {"descr": str(rng.choice(["<f4", "<f8", "<i2"])), "fortran_order": False, "shape": (rows, cols)}
+        path = tmp_path / f"{trial}.npy"
+        with open(path, "wb") as f:
+            (npy_format.write_array_header_1_0 if trial % 2 else npy_format.write_array_header_2_0)(f, claim)
+            f.write(bytes(stored))
+        (tmp_path / f"{trial}.ids").write_text("u\n")
+        with pytest.raises(InputError, match=rf"{trial}\.npy: not a embeddings \.npy array file \(its header claims shape "
+                                             rf"\({rows}, {cols}\) of .*, more than the file holds\)"):
+            read_embeddings(path)  # numpy alone: a MemoryError (terabytes) or a huge allocation
+    # a header that tells the truth reads as before
+    np.save(tmp_path / "ok.npy", np.ones((3, 2), np.float32))
+    (tmp_path / "ok.ids").write_text("a\nb\nc\n")
+    assert read_embeddings(tmp_path / "ok.npy")[1].shape == (3, 2)
+
+
+def test_scp_naming_records_many_times_is_bounded_by_the_records_read(tmp_path, monkeypatch):
+    """An scp whose lines all name one record (a small ark, a list within the list limits)
+    would stack it a million times; the records read are summed and refused at the line that
+    passes the limit."""
+    rng = np.random.default_rng(5)
+    for trial in range(8):
+        d = int(rng.integers(1, 300))
+        write_embeddings(tmp_path / f"{trial}" / "one", ["a"], rng.standard_normal((1, d)))
+        ark = tmp_path / f"{trial}" / "one.ark"
+        offset = (tmp_path / f"{trial}" / "one.scp").read_text().split(":")[-1].strip()
+        n = int(rng.integers(2, 200))
+        max_bytes = int(rng.integers(4 * d, 4 * d * n))
+        monkeypatch.setenv(LIMIT, str(max_bytes))
+        scp = tmp_path / f"{trial}" / "many.scp"
+        scp.write_text("".join(f"u{i} {ark}:{offset}\n" for i in range(n)))
+        k = max_bytes // (4 * d) + 1  # the first line whose record passes the limit
+        with pytest.raises(InputError, match=rf"many\.scp:{k}: 'u{k - 1}': the records read pass {max_bytes} bytes, "
+                                             rf"the limit \({LIMIT} raises it\)"):
+            read_embeddings(scp)
+        monkeypatch.setenv(LIMIT, str(4 * d * n))  # all of them, exactly
+        assert read_embeddings(scp)[1].shape == (n, d)
+
+
+def test_scp_command_output_is_bounded(tmp_path, monkeypatch):
+    """A command of an scp (pipes allowed) writing a record larger than the limit, or junk
+    past it, is stopped at the limit."""
+    import sys
+
+    rng = np.random.default_rng(6)
+    for trial in range(4):
+        d = int(rng.integers(100, 5000))
+        _vector_file(tmp_path / f"v{trial}.bin", rng.standard_normal(d))
+        size = (tmp_path / f"v{trial}.bin").stat().st_size
+        cat = (f"{sys.executable} -c 'import sys;sys.stdout.buffer.write(open(sys.argv[1],\"rb\").read() * int(sys.argv[2]))' "
+               f"{tmp_path / f'v{trial}.bin'} {int(rng.integers(1, 4))} |")
+        (tmp_path / "p.scp").write_text(f"u1 {cat}\n")
+        max_bytes = int(rng.integers(1, size))
+        monkeypatch.setenv(LIMIT, str(max_bytes))
+        with pytest.raises(InputError, match=rf"p\.scp:1: 'u1': .* the pipeline wrote more than {max_bytes} bytes of "
+                                             rf"embeddings, the limit \({LIMIT} raises it\); stopped"):
+            read_embeddings(tmp_path / "p.scp", allow_pipes=True)
+    monkeypatch.setenv(LIMIT, str(size))
+    (tmp_path / "p.scp").write_text(f"u1 {cat.replace(cat.split()[-2], '1')}\n")
+    assert read_embeddings(tmp_path / "p.scp", allow_pipes=True)[1].shape == (1, d)

@@ -32,8 +32,8 @@ def as_rows(t):
 def random_lines(rng, n, fmt):
     ids = [f"id{k % 7:05d}/v{k:03d}/{k:05d}.wav" for k in range(40)]
     out = []
-    for _ in range(n):
-        e, t = ids[rng.integers(40)], ids[rng.integers(40)]
+    for k in rng.choice(40 * 40, n, replace=False):  # each pair once (a repeated trial is refused)
+        e, t = ids[k // 40], ids[k % 40]
         y = bool(rng.integers(2))
         kaldi = fmt == "kaldi" or (fmt == "mixed" and rng.integers(2))
         out.append(f"{e} {t} {'target' if y else 'nontarget'}" if kaldi else f"{int(y)} {e} {t}")

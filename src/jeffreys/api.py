@@ -30,14 +30,15 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 
-from .decision import Decision, DecisionRule
-from .errors import InputError, JeffreysWarning, finite
+from .decision import Decision, DecisionRule, mean_of
+from .errors import InputError, JeffreysWarning, finite, shown
 from .extract import DEFAULT_BATCH_SECONDS, DEFAULT_MAX_CHUNK_SECONDS
 from .audio import SILENCE_DBFS, loudest_frame_dbfs
 
@@ -144,10 +145,21 @@ class _OnnxBackend:
         from .export import INPUTS
         from .extras import require
         from .fileio import input_file
+        from .models.bundle import max_model_bytes, too_large
 
         onnx = require("onnx", "loading an ONNX model")
         ort = require("onnxruntime", "loading an ONNX model")
-        data = input_file(path, "ONNX model").read_bytes()
+        # The file is read whole, then parsed and copied by onnxruntime: its size is checked
+        # first (the model limit, as a bundle's), and no more than the limit is ever read.
+        limit = max_model_bytes()
+        try:
+            with open(input_file(path, "ONNX model"), "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                data = f.read(limit + 1) if size <= limit else b""
+        except OSError as e:
+            raise InputError(f"{shown(path)}: cannot read: {e.strerror}") from None
+        if max(size, len(data)) > limit:
+            raise too_large(path, "ONNX model", max(size, len(data)), limit)
         try:
             proto = onnx.load_model_from_string(data)
         except Exception as e:  # protobuf raises several types on bad bytes
@@ -268,16 +280,7 @@ class Recognizer:
         return f"<jeffreys model {self.path} ({self.backend}, {self.sample_rate} Hz, {self.embed_dim}-dim)>"
 
     def _mean(self, meta: dict) -> np.ndarray | None:
-        mean = meta.get("mean")
-        if mean is None:
-            return None
-        try:
-            m = np.asarray(mean, dtype=np.float64)
-        except (TypeError, ValueError):
-            m = np.zeros(0)
-        if m.shape != (self.embed_dim,) or not np.isfinite(m).all():
-            raise InputError(f"{self.path}: meta['mean'] must be {self.embed_dim} finite numbers, got shape {m.shape}")
-        return m.astype(np.float32)
+        return mean_of(meta, self.embed_dim, self.path)
 
     # -- inputs
     def _wave(self, item, sample_rate: int | None, index: int) -> tuple[str, np.ndarray]:

@@ -305,11 +305,9 @@ def calibrate(
         check_output(out)
 
     bundle = load_bundle(model)
-    mean = bundle.meta.get("mean")
-    if mean is not None:
-        mean = np.asarray(mean, dtype=np.float32)
-        if mean.shape != (bundle.model.embed_dim,) or not np.isfinite(mean).all():
-            raise InputError(f"{model}: meta['mean'] must be {bundle.model.embed_dim} finite numbers, got shape {mean.shape}")
+    from .decision import mean_of
+
+    mean = mean_of(bundle.meta, bundle.model.embed_dim, model)
     dd = read_datadir(datadir, allow_pipes=allow_pipes)
     if trials is None and (dd.path / "trials").is_file():
         trials = dd.path / "trials"

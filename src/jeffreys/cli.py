@@ -9,21 +9,29 @@ A missing optional dependency (an extra: ``jeffreys[onnx]``, ``[synth]``, ``[plo
 
 Exit statuses: 0 success (``verify``: same speaker), 1 ``verify``: different speakers,
 2 an error (one line on stderr: ``jeffreys CMD: error: MESSAGE``), 3 ``verify``: no speech
-in a file, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). SIGTERM is turned into an
-exception in this process, so temporary outputs are removed as after any failure.
+in a file, 128 + n when stopped by signal n: 130 interrupted (SIGINT, Ctrl-C), 143
+terminated (SIGTERM), 129 hung up (SIGHUP). A stop is one line on stderr too, and leaves
+nothing half-written: the signal becomes an exception in the main thread, so temporary
+outputs are removed as after any failure (:mod:`jeffreys.interrupts` has the rules).
+
+Limits on what readers accept (:class:`jeffreys.audio.AudioLimits`, the model-size limit
+of :mod:`jeffreys.models.bundle`, :data:`jeffreys.fileio.LIMITS`) are environment
+variables, so that they reach every worker process and every command a command starts; the
+options ``--max-audio-seconds``, ``--max-list-lines`` etc. (:data:`LIMIT_OPTIONS`, one for
+each limit), given before the command name, set them for that command.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
-import signal
 import sys
-import threading
 import warnings
 
-from . import __version__
+from . import __version__, interrupts
 from .errors import JeffreysError, JeffreysWarning
+from .fileio import LIMITS
+from .interrupts import Interrupted, Terminated  # noqa: F401  (jeffreys.cli.Terminated: kept importable)
 
 # name -> (module, one-line help); the order is the pipeline's.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -54,8 +62,45 @@ def _usage() -> str:
         "commands:",
     ]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "limits of the readers (before COMMAND; each sets its environment variable for the command):"]
+    flags = {opt: f"{opt} {meta}" for opt, (_, meta, _) in LIMIT_OPTIONS.items()}
+    w = max(map(len, flags.values()))
+    lines += [f"  {flags[opt]:<{w}}  {help_} ({env})" for opt, (env, _, help_) in LIMIT_OPTIONS.items()]
     lines += ["", "Run `jeffreys COMMAND --help` for the options of a command."]
     return "\n".join(lines)
+
+
+# option -> (environment variable, metavar, help); read by jeffreys.audio.AudioLimits,
+# jeffreys.models.bundle.max_model_bytes and jeffreys.fileio.limit, in this process and in
+# every process it starts. Every limit of a reader has its option here.
+LIMIT_OPTIONS: dict[str, tuple[str, str, str]] = {
+    "--max-audio-seconds": ("JEFFREYS_MAX_AUDIO_SECONDS", "S", "audio decoded per file or segment (default 7200)"),
+    "--min-audio-rate": ("JEFFREYS_MIN_AUDIO_RATE", "HZ", "lowest sample rate read (default 1000)"),
+    "--max-audio-rate": ("JEFFREYS_MAX_AUDIO_RATE", "HZ", "highest sample rate read (default 384000)"),
+    "--max-audio-channels": ("JEFFREYS_MAX_AUDIO_CHANNELS", "N", "channels of an audio file (default 64)"),
+    "--max-model-bytes": ("JEFFREYS_MAX_MODEL_BYTES", "BYTES", "a model file and what its config builds (default 4G)"),
+    **{opt: (env, meta, f"{help_} (default {LIMITS[env]})") for opt, env, meta, help_ in (
+        ("--max-list-bytes", "JEFFREYS_MAX_LIST_BYTES", "BYTES", "a list or config file"),
+        ("--max-list-lines", "JEFFREYS_MAX_LIST_LINES", "N", "lines of a list or config file"),
+        ("--max-line-bytes", "JEFFREYS_MAX_LINE_BYTES", "BYTES", "one line of a list or config file"),
+        ("--max-config-nodes", "JEFFREYS_MAX_CONFIG_NODES", "N", "nodes of a YAML config, aliases expanded"),
+        ("--max-embedding-bytes", "JEFFREYS_MAX_EMBEDDING_BYTES", "BYTES", "an embedding ark or .npy, or what an scp reads"),
+    )},
+}
+
+
+def _limit_options(argv: list[str]) -> list[str]:
+    """Take the limit options from the front of ``argv`` into the environment; the rest.
+    The values are checked where they are read (an error names the variable)."""
+    while argv and argv[0].split("=", 1)[0] in LIMIT_OPTIONS:
+        opt, eq, value = argv[0].partition("=")
+        if not eq:
+            if len(argv) < 2:
+                raise JeffreysError(f"{opt} needs a value")
+            value, argv = argv[1], argv[1:]
+        os.environ[LIMIT_OPTIONS[opt][0]] = value
+        argv = argv[1:]
+    return argv
 
 
 def _one_line(error: Exception) -> str:
@@ -70,24 +115,13 @@ def _one_line(error: Exception) -> str:
     return last[len(prefix):] if last.startswith(prefix) else " ".join(x.strip() for x in lines)
 
 
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so that ``with`` blocks clean up (a BaseException:
-    ``except Exception`` does not swallow it)."""
-
-
-def _terminate_handler(pid: int):
-    def handler(signum, frame):
-        if os.getpid() != pid:  # a forked worker inherited the handler: die as by default
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
-        raise Terminated()
-
-    return handler
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = _limit_options(argv)
+    except JeffreysError as e:
+        print(f"jeffreys: error: {e}", file=sys.stderr)
+        return 2
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -98,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"jeffreys: error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
+
     def one_line_warning(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, JeffreysWarning):
             print(f"jeffreys {name}: warning: {message}", file=sys.stderr)
@@ -106,11 +140,20 @@ def main(argv: list[str] | None = None) -> int:
             shown(message, category, filename, lineno, file, line)
 
     shown, warnings.showwarning = warnings.showwarning, one_line_warning
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _terminate_handler(os.getpid()))
     try:
-        return int(getattr(module, f"cli_{name.replace('-', '_')}")(rest) or 0)
+        # SIGINT, SIGTERM, SIGHUP: an exception in this thread; the first one decides the
+        # status, whatever error it surfaces as (a worker killed by the same signal, ...)
+        with interrupts.handling():
+            try:
+                module = importlib.import_module(COMMANDS[name][0])
+                status = int(getattr(module, f"cli_{name.replace('-', '_')}")(rest) or 0)
+            except BaseException:
+                signum = interrupts.received()
+                if signum is None:
+                    raise
+                return _stopped(name, signum)
+            signum = interrupts.received()  # a stop that something caught: still a stop
+            return status if signum is None else _stopped(name, signum)
     except JeffreysError as e:
         print(f"jeffreys {name}: error: {_one_line(e)}", file=sys.stderr)
         return 2
@@ -126,16 +169,21 @@ def main(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         print(f"jeffreys {name}: error: {where}{e.strerror or e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"jeffreys {name}: interrupted", file=sys.stderr)
-        return 130
-    except Terminated:
-        print(f"jeffreys {name}: terminated", file=sys.stderr)
-        return 143
+    except KeyboardInterrupt:  # outside the main thread: Python's own Ctrl-C
+        return _stopped(name, Interrupted.signum)
+    except Terminated as e:
+        return _stopped(name, e.signum)
     finally:
         warnings.showwarning = shown
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped(name: str, signum: int) -> int:
+    """The one line of a command stopped by signal ``signum``; its status, 128 + n."""
+    try:
+        print(f"jeffreys {name}: {interrupts.describe(signum)}", file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # no terminal any more (SIGHUP): the status says it
+        pass
+    return 128 + int(signum)
 
 
 if __name__ == "__main__":

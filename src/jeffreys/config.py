@@ -11,6 +11,17 @@ experiment ran with. Floats must be finite: no config key takes ``.nan`` or ``.i
 Command-line overrides (``--set optim.lr=0.1``) are read by :func:`parse_overrides` and
 applied to the YAML data by :func:`apply_overrides`, the one implementation every command
 uses.
+
+YAML is read by :func:`yaml_data` (configs through :func:`load_yaml`, ``--set`` values too):
+``yaml.safe_load``'s tags (no Python objects), and a bound on what aliases may build, which
+``safe_load`` lacks. An alias (``*a``) stands for the whole node it names, so nine lines of
+"billion laughs" aliases make a document of 10^9 nodes, and an alias inside the node it
+names makes an endless one; anything that walks the data (the typed schema, saving the
+config) would then run out of memory or recurse forever. The rule: the document read as a
+tree, every alias expanded, may hold at most ``JEFFREYS_MAX_CONFIG_NODES`` nodes (100,000 by
+default, :data:`jeffreys.fileio.LIMITS`; a config has hundreds), counted on the composed
+nodes without building anything, and no alias may refer to a node that contains it. Both
+are one-line errors naming the file and the line (as ``sed -n Np`` counts lines).
 """
 
 from __future__ import annotations
@@ -25,8 +36,8 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 import yaml
 
-from .errors import InputError
-from .fileio import read_text, write_text_atomic
+from .errors import InputError, excerpt, one_line, shown
+from .fileio import limit, read_text, write_text_atomic
 
 T = TypeVar("T")
 
@@ -155,21 +166,98 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def load_yaml(path: str | Path) -> Any:
-    """Plain data of a YAML file (``yaml.safe_load``: no tags that build Python objects).
-    Every failure is one InputError naming the file (and line when YAML gives one)."""
-    path = Path(path)
-    text = read_text(path, "config")[1]
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that stops composing after ``max_nodes`` nodes (aliases counted)."""
+
+    def __init__(self, stream: str, max_nodes: int):
+        super().__init__(stream)
+        self.max_nodes, self.nodes = max_nodes, 0
+
+    def compose_node(self, parent, index):
+        self.nodes += 1
+        if self.nodes > self.max_nodes:
+            raise _Refused(f"more than {self.max_nodes} YAML nodes", self.peek_event().start_mark.index)
+        return super().compose_node(parent, index)
+
+
+class _Refused(Exception):
+    def __init__(self, what: str, index: int):
+        super().__init__(what)
+        self.what, self.index = what, index
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [x for pair in node.value for x in pair]
+    return []
+
+
+def _check_expansion(root: yaml.Node, max_nodes: int) -> None:
+    """Refuse (:class:`_Refused`) a node graph that, every alias expanded, has more than
+    ``max_nodes`` nodes, or that contains itself. Each node's expanded size is computed once
+    (depth-first, without recursion), so the check costs the composed size, not the
+    expanded one."""
+    size: dict[int, int] = {}
+    open_ = {id(root)}
+    stack = [(root, iter(_children(root)))]
+    while stack:
+        node, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+            open_.discard(id(node))
+            n = 1 + sum(size[id(c)] for c in _children(node))
+            if n > max_nodes:
+                raise _Refused(f"aliases expand to more than {max_nodes} YAML nodes", node.start_mark.index)
+            size[id(node)] = n
+        elif id(child) in open_:
+            raise _Refused("an alias refers to a node that contains it (a recursive structure)", child.start_mark.index)
+        elif id(child) not in size:
+            open_.add(id(child))
+            stack.append((child, iter(_children(child))))
+
+
+def _line(text: str, index: int | None) -> str:
+    """`` line N:`` for a character offset, lines counted on ``\\n`` only (YAML also breaks
+    lines at ``\\r``, ``\\x85``, ``\\u2028``, ``\\u2029``, which would shift the number)."""
+    return "" if index is None else f" line {text.count(chr(10), 0, index) + 1}:"
+
+
+def yaml_data(text: str, source: str) -> Any:
+    """Plain data of YAML ``text`` (``yaml.safe_load``'s tags, aliases bounded as the module
+    docstring says); every failure is one InputError starting with ``source``."""
+    max_nodes, loader = limit("JEFFREYS_MAX_CONFIG_NODES"), None
     try:
-        return yaml.safe_load(text)
+        loader = _BoundedLoader(text, max_nodes)  # the reader checks the characters here
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, max_nodes)
+        return loader.construct_document(node)
+    except _Refused as e:
+        why = " (JEFFREYS_MAX_CONFIG_NODES raises the limit)" if "more than" in e.what else ""
+        raise InputError(f"{source}:{_line(text, e.index)} refused: {e.what}{why}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}:" if mark is not None else ""
-        raise InputError(f"{path}:{line} invalid YAML: {getattr(e, 'problem', None) or e}".replace("\n", " ")) from None
+        index = mark.index if mark is not None else getattr(e, "position", None)
+        problem = getattr(e, "problem", None) or getattr(e, "reason", None) or type(e).__name__
+        raise InputError(f"{source}:{_line(text, index)} invalid YAML: {one_line(problem, 120)}") from None
     except (ValueError, TypeError, OverflowError) as e:  # e.g. a date 2023-02-30
-        raise InputError(f"{path}: invalid YAML value: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise InputError(f"{source}: invalid YAML value: {one_line(str(e).split(chr(10))[0] if str(e) else type(e).__name__, 120)}") from None
     except RecursionError:
-        raise InputError(f"{path}: invalid YAML: nested too deeply") from None
+        raise InputError(f"{source}: invalid YAML: nested too deeply") from None
+    finally:
+        if loader is not None:
+            loader.dispose()
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Plain data of a YAML file (:func:`yaml_data`: no tags that build Python objects, aliases
+    bounded). Every failure is one InputError naming the file (and line when there is one)."""
+    path = Path(path)
+    return yaml_data(read_text(path, "config")[1], shown(path))
 
 
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -186,9 +274,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if not sep or not _DOTTED.fullmatch(key):
             raise InputError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. optim.lr=0.1")
         try:
-            out[key] = yaml.safe_load(value)
-        except (yaml.YAMLError, ValueError, TypeError, OverflowError, RecursionError):
-            raise InputError(f"--set {item!r}: value is not valid YAML") from None
+            out[key] = yaml_data(value, "")
+        except InputError as e:
+            raise InputError(f"--set {excerpt(item)}: value is not valid YAML ({str(e).lstrip(': ')})") from None
     return out
 
 
@@ -229,4 +317,6 @@ def save_config(obj: Any, path: str | Path) -> None:
     write_text_atomic(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 
-__all__ = ["apply_overrides", "from_dict", "to_dict", "load_yaml", "load_config", "parse_overrides", "save_config"]
+__all__ = [
+    "apply_overrides", "from_dict", "to_dict", "load_yaml", "load_config", "parse_overrides", "save_config", "yaml_data",
+]

@@ -17,6 +17,22 @@ the model's linear calibration. Which threshold applies, in order of precedence:
 
 A model's meta (bundle ``meta``, or the ONNX export's ``jeffreys.meta``) is data from a
 file: every value is checked, and a bad one is an InputError naming the file and key.
+
+A calibration ``(a, b)`` must also keep its LLRs in range (:func:`check_calibration`, for
+the model's meta and for JSON calibrations alike): ``|a| * MAX_SCORE + |b| <= MAX_LLR``.
+Every score the package computes lies within ``MAX_SCORE`` = 1000 (a cosine within 1, an
+S-norm / AS-norm z-score within a few tens), and an LLR of ``MAX_LLR`` = 1e7 nats is odds
+no evidence supports while sums of LLRs over billions of trials stay finite in float32
+(max 3.4e38). Finite but absurd values (``a = 1e308`` takes a cosine of 1 to infinity in
+float32, and an S-norm score of 2 to infinity in float64) are refused where they are read;
+a fit on perfectly separated scores (slopes of a few thousand at most) passes.
+
+The embedding mean (``meta["mean"]``, :func:`mean_of`; a ``.npy`` mean too) must be finite
+numbers, as many as the embedding has dimensions, each within ``MAX_MEAN`` = 1e6
+(:func:`check_mean`). A mean is an average of embeddings, whose components lie within
+hundreds (a linear layer on pooled statistics); within 1e6 a centred embedding's squared
+norm stays finite in float32 for any dimension, while a mean of 1e20 takes it to infinity
+(every embedding normalised to zero, every cosine 0 or NaN).
 """
 
 from __future__ import annotations
@@ -24,6 +40,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from numbers import Real
+
+import numpy as np
 
 from .errors import InputError, finite
 
@@ -50,6 +68,47 @@ def meta_number(meta: dict, key: str, where) -> float:
     return float(value)
 
 
+MAX_SCORE = 1e3
+MAX_LLR = 1e7
+
+
+def check_calibration(a: float, b: float, where, key: str = "calibration") -> None:
+    """Refuse a calibration ``llr = a * score + b`` that takes a score within ``MAX_SCORE``
+    beyond ``MAX_LLR`` (module docstring); ``where`` and ``key`` name it."""
+    if not abs(a) * MAX_SCORE + abs(b) <= MAX_LLR:
+        raise InputError(
+            f"{where}: {key} a={a:g} b={b:g} takes scores of +-{MAX_SCORE:g} to LLRs beyond +-{MAX_LLR:g} "
+            f"(|a| * {MAX_SCORE:g} + |b| must not exceed {MAX_LLR:g})"
+        )
+
+
+MAX_MEAN = 1e6
+
+
+def check_mean(mean: np.ndarray, where, key: str = "meta['mean']") -> None:
+    """Refuse a (finite) mean with a component beyond ``MAX_MEAN`` (module docstring)."""
+    big = np.flatnonzero(np.abs(mean) > MAX_MEAN)
+    if len(big):
+        raise InputError(f"{where}: {key}[{big[0]}] = {float(mean[big[0]]):g}, beyond +-{MAX_MEAN:g} "
+                         f"({len(big)} such components; no embedding lies there)")
+
+
+def mean_of(meta: dict, dim: int, where) -> np.ndarray | None:
+    """``meta["mean"]`` as a float32 vector of ``dim`` numbers, or None when there is none;
+    numbers of another count, not finite or beyond ``MAX_MEAN`` are an InputError."""
+    mean = meta.get("mean")
+    if mean is None:
+        return None
+    try:
+        m = np.asarray(mean)
+    except (TypeError, ValueError):  # ragged lists
+        m = np.zeros(0)
+    if m.dtype.kind not in "fiu" or m.shape != (dim,) or not np.isfinite(m).all():
+        raise InputError(f"{where}: meta['mean'] must be {dim} finite numbers, got shape {m.shape}")
+    check_mean(m, where)
+    return m.astype(np.float32)
+
+
 def calibration_of(meta: dict, where) -> tuple[float, float] | None:
     """``(a, b)`` of ``meta["calibration"]`` or None; a calibration whose slope is not
     positive would reverse the order of scores and is refused."""
@@ -61,6 +120,7 @@ def calibration_of(meta: dict, where) -> tuple[float, float] | None:
     a, b = meta_number(meta, "calibration.a", where), meta_number(meta, "calibration.b", where)
     if not a > 0:
         raise InputError(f"{where}: meta['calibration.a'] must be positive (a higher score is more likely the same speaker), got {a}")
+    check_calibration(a, b, where, "meta['calibration']")
     return a, b
 
 
@@ -126,4 +186,5 @@ class DecisionRule:
         }
 
 
-__all__ = ["Decision", "DecisionRule", "bayes_threshold", "calibration_of", "meta_number"]
+__all__ = ["Decision", "DecisionRule", "MAX_LLR", "MAX_MEAN", "MAX_SCORE", "bayes_threshold", "calibration_of",
+           "check_calibration", "check_mean", "mean_of", "meta_number"]

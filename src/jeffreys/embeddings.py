@@ -20,6 +20,11 @@ binary (``\0B``) or text (``[ ... ]``) matrix or vector: a pickled record (kaldi
 a command (``cmd |``, also with a range ``cmd |[0:9]``) is refused unless the caller opts in
 with ``allow_pipes=True``; it then runs as :func:`jeffreys.audio.run_pipeline` runs
 ``wav.scp`` pipes, without a shell. An entry that starts with ``|`` is always refused.
+
+Sizes are bounded by ``JEFFREYS_MAX_EMBEDDING_BYTES`` (:data:`jeffreys.fileio.LIMITS`,
+4 GiB): an ark's or ``.npy``'s size before it is read, and, for an scp, the records it reads
+summed as they come (an scp may name the same record a million times) and a command's
+output (stopped at what is left).
 """
 
 from __future__ import annotations
@@ -32,10 +37,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
-from .fileio import AtomicFiles, check_output, input_file, read_npy, read_text, save_npy
+from .data.tables import WHITESPACE, split_key
+from .errors import InputError, excerpt, shown
+from .fileio import AtomicFiles, check_output, input_file, limit, read_npy, read_text, save_npy, split_lines
 
 FORMATS = ("kaldi", "npy")
+LIMIT = "JEFFREYS_MAX_EMBEDDING_BYTES"  # the size limit of embedding data (module docstring)
 
 
 def _prefix(path_or_prefix: str | Path) -> Path:
@@ -192,7 +199,11 @@ def _open_ark(path: Path, what: str = "Kaldi ark") -> _Bounded:
         f = open(p, "rb")
     except OSError as e:
         raise InputError(f"{p}: cannot read: {e.strerror}") from None
-    return _Bounded(f, os.fstat(f.fileno()).st_size)
+    size, max_bytes = os.fstat(f.fileno()).st_size, limit(LIMIT)
+    if size > max_bytes:  # before any record is read: its rows would take about as much
+        f.close()
+        raise InputError(f"{shown(p)}: {size} bytes, more than the limit of {max_bytes} ({LIMIT} raises it)")
+    return _Bounded(f, size)
 
 
 _RANGE = re.compile(r"(.*?)\[([-0-9:, ]*)\]\s*$")
@@ -238,15 +249,15 @@ def _read_scp(path: Path, allow_pipes: bool = False) -> tuple[list[str], np.ndar
     ids, rows = [], []
     text = read_text(path, "scp")[1]
     arks: dict[str, _Bounded] = {}
+    left = limit(LIMIT)  # bytes of records still allowed: lines may name one record many times
     try:
-        for n, line in enumerate(text.splitlines(), 1):
-            parts = line.split(maxsplit=1)
-            if not parts:
+        for n, line in enumerate(split_lines(text), 1):  # Kaldi's reading (jeffreys.data.tables)
+            u, loc = split_key(line)
+            if not u:
                 continue
-            if len(parts) != 2:
-                raise InputError(f"{path}:{n}: expected 'id ark:offset', got {line.strip()!r}")
-            u, loc = parts[0], parts[1].strip()
-            where = f"{path}:{n}: {u!r}"
+            if not loc:
+                raise InputError(f"{shown(path)}:{n}: expected 'id ark:offset', got {excerpt(line.strip(WHITESPACE))}")
+            where = f"{shown(path)}:{n}: {excerpt(u)}"
             kind, target, offset, slices = _split_location(loc, where)
             if kind == "pipe":
                 if not allow_pipes:
@@ -256,13 +267,16 @@ def _read_scp(path: Path, allow_pipes: bool = False) -> tuple[list[str], np.ndar
                     )
                 from .audio import run_pipeline
 
-                data = run_pipeline(target)
+                try:
+                    data = run_pipeline(target, max_bytes=left, what=f"embeddings, the limit ({LIMIT} raises it)")
+                except InputError as e:
+                    raise InputError(f"{where}: {e}") from None
                 if not data:
                     raise InputError(f"{where}: the command {loc!r} wrote nothing")
                 row = _read_record(io.BytesIO(data), where)
             else:
                 t = Path(target)
-                if not t.is_absolute() and not t.exists() and (path.parent / t).exists():
+                if not t.is_absolute() and not os.path.exists(t) and os.path.exists(path.parent / t):
                     t = path.parent / t  # Kaldi resolves from the cwd; also accept scp-relative
                 key = str(t)
                 if key not in arks:
@@ -278,6 +292,9 @@ def _read_scp(path: Path, allow_pipes: bool = False) -> tuple[list[str], np.ndar
                 else:
                     fd.seek(0)
                 row = _read_record(fd, where)
+            left -= row.nbytes
+            if left < 0:
+                raise InputError(f"{where}: the records read pass {limit(LIMIT)} bytes, the limit ({LIMIT} raises it)")
             if slices is not None:
                 try:
                     row = row[slices]
@@ -314,12 +331,12 @@ def _read_ark(path: Path) -> tuple[list[str], np.ndarray]:
 
 
 def _read_npy(npy: Path, idf: Path) -> tuple[list[str], np.ndarray]:
-    m = read_npy(npy, "embeddings .npy")
+    m = read_npy(npy, "embeddings .npy", size_limit=LIMIT)
     if m.ndim != 2 or m.dtype.kind not in "fiu":
         raise InputError(f"{npy}: expected an N x D numeric matrix, got shape {m.shape} dtype {m.dtype}")
     if not idf.exists():
         raise InputError(f"{npy}: no id list {idf.name} next to it")
-    ids = [line.strip() for line in read_text(idf, "id list")[1].splitlines() if line.strip()]
+    ids = [x for x in (line.strip(WHITESPACE) for line in split_lines(read_text(idf, "id list")[1])) if x]
     ids = _check_ids(ids, len(m), str(idf))
     return ids, m.astype(np.float32, copy=False)
 

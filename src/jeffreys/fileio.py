@@ -3,11 +3,34 @@ one line; output appears whole or not at all.
 
 Input:
 
+* :func:`input_file`: the check every file given by the user passes before anything opens
+  it: it must be a regular file (after following symbolic links) and must not live on a
+  kernel pseudo-filesystem (procfs, sysfs, debugfs, cgroup, ...), whose "regular files"
+  are made by the kernel when read (``/proc/self/environ`` has a size of 0 and holds the
+  environment). A directory, FIFO, socket or device is refused by what it is, before it is
+  opened (a FIFO would block, ``/dev/zero`` never end).
 * :func:`read_text`: a text file given by the user, as UTF-8 (a leading byte-order mark
-  is dropped). A missing file, a directory, a FIFO or device, or bytes that are not UTF-8
-  are an :class:`~jeffreys.errors.InputError` naming the file (and the line of a bad byte).
-* :func:`input_file`: the same checks for a binary file, before a library opens it.
+  is dropped), read within the list limits (below). A missing file, a non-file, bytes that
+  are not UTF-8 or a limit passed are an :class:`~jeffreys.errors.InputError` naming the
+  file (and the line).
+* :func:`split_lines`: a text's lines as ``sed -n Np`` numbers them: split on ``\\n`` only
+  (never on ``\\r``, ``\\x0b``, ``\\x0c``, ``\\x1c``-``\\x1e``, ``\\x85``, ``\\u2028``,
+  ``\\u2029``, which :meth:`str.splitlines` also splits on).
 * :func:`read_npy`: one ``.npy`` array, never unpickling (``allow_pickle=False``).
+
+Limits of every text file read (data-dir tables, trial lists, scores, models files, scp
+files, id lists, configs), in :data:`LIMITS`, each overridable by the environment variable
+of its name (read at each call, so it reaches the CLI, the Python API, DataLoader workers
+and the subprocesses of ``jeffreys experiment`` alike):
+
+* ``JEFFREYS_MAX_LIST_BYTES`` (4 GiB): the file's size, from ``fstat`` before reading, and
+  the bytes read (a file that grows while it is read stops at the limit);
+* ``JEFFREYS_MAX_LIST_LINES`` (50,000,000): lines, counted while reading;
+* ``JEFFREYS_MAX_LINE_BYTES`` (1 MiB): bytes of one line, checked while reading;
+* ``JEFFREYS_MAX_CONFIG_NODES`` (100,000): nodes of a YAML config read as a tree, every
+  alias expanded (:func:`jeffreys.config.load_yaml`);
+* ``JEFFREYS_MAX_EMBEDDING_BYTES`` (4 GiB): embedding data (:mod:`jeffreys.embeddings`): an
+  ark's or ``.npy``'s size before reading, the records an scp reads, summed.
 
 and :func:`save_npy` writes one, checking every write (numpy alone can truncate silently).
 
@@ -32,78 +55,268 @@ a destination that is a directory) are InputErrors naming the destination.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import math
 import os
 import secrets
 import shutil
 import socket
 import stat
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import InputError
+from .errors import InputError, excerpt, shown
+from .interrupts import deferred
 
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EIO, errno.EROFS}
 _HOST = socket.gethostname().replace("-", "_").replace(".", "_")[:32] or "host"
 
 
+# ----------------------------------------------------------------------------- limits
+LIMITS: dict[str, int] = {
+    # 50 M lines of a VoxCeleb-style trial ("1 id10270/x6uYqmx31kE/00001.wav id10270/...", ~64
+    # bytes) fit in 4 GiB; VoxCeleb2 dev's wav.scp (1,092,009 lines) and the VoxCeleb1-E/H
+    # lists (~580,000 lines) are 50 to 100 times smaller.
+    "JEFFREYS_MAX_LIST_BYTES": 4 << 30,
+    "JEFFREYS_MAX_LIST_LINES": 50_000_000,
+    # spk2utt and models lines list a speaker's utterances: ~1,000 ids of ~26 bytes for the
+    # most prolific VoxCeleb speakers, so 4 KiB would refuse real corpora; 1 MiB holds 40,000.
+    "JEFFREYS_MAX_LINE_BYTES": 1 << 20,
+    # a config has hundreds of nodes; "billion laughs" aliases expand to 10^9 and more
+    "JEFFREYS_MAX_CONFIG_NODES": 100_000,
+    # binary float32 rows cost about their size (a list line ~9 times its own), hence their own
+    # limit: VoxCeleb2 dev's 1,092,009 embeddings take 1.1 GB at 256 dimensions, 2.2 GB at 512
+    "JEFFREYS_MAX_EMBEDDING_BYTES": 4 << 30,
+}
+_CHUNK = 8 << 20  # bytes read (and checked) at a time
+
+
+def limit(name: str) -> int:
+    """The limit ``name`` (a key of :data:`LIMITS`): the environment variable of that name
+    when set (a positive integer, ``_`` allowed), else the default."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return LIMITS[name]
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise InputError(f"environment variable {name}={excerpt(raw)}: must be a positive integer (default {LIMITS[name]})")
+    return value
+
+
 # ----------------------------------------------------------------------------- input
+# Kernel pseudo-filesystems (statfs f_type, <linux/magic.h>): their regular files hold what
+# the kernel makes when they are read (a process's environment, memory maps, ...), not
+# stored data, and their sizes (0, 4096) say nothing of it. tmpfs/devtmpfs (0x01021994)
+# hold real files (/dev/shm, a /tmp in memory); the devices of /dev are refused as devices.
+_PSEUDO_FS = {
+    0x9FA0: "procfs", 0x62656572: "sysfs", 0x64626720: "debugfs", 0x74726163: "tracefs",
+    0x73636673: "securityfs", 0x27E0EB: "cgroup", 0x63677270: "cgroup2", 0x62656570: "configfs",
+    0x6165676C: "pstore", 0xDE5E81E4: "efivarfs", 0xCAFE4A11: "bpf", 0x65735543: "fusectl",
+    0xF97CFF8C: "selinuxfs", 0x42494E4D: "binfmt_misc", 0x6E736673: "nsfs", 0x1CD1: "devpts",
+    0x19800202: "mqueue", 0x67596969: "rpc_pipefs",
+}
+_STATFS = None
+
+
+def _fs_type(target: str | Path | int) -> int | None:
+    """The filesystem magic (``statfs(2)`` ``f_type``) of a path (symbolic links followed)
+    or an open descriptor; None off Linux or where it cannot be had."""
+    global _STATFS
+    if sys.platform != "linux":
+        return None
+    if _STATFS is None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            _STATFS = (libc.statfs, libc.fstatfs)
+        except (OSError, AttributeError):
+            _STATFS = ()
+    if not _STATFS:
+        return None
+    buf = ctypes.create_string_buffer(256)  # struct statfs: 120 bytes on 64-bit Linux, f_type first
+    try:
+        if isinstance(target, int):
+            ok = _STATFS[1](target, buf) == 0
+        else:
+            ok = _STATFS[0](os.fsencode(target), buf) == 0
+    except (ValueError, TypeError):
+        return None
+    return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF if ok else None
+
+
+def _link_note(p: Path) -> str:
+    """`` (a link to TARGET)`` when ``p`` goes through a symbolic link."""
+    try:
+        real = os.path.realpath(p)
+        if real != os.path.abspath(p):
+            return f" (a link to {shown(real)})"
+    except (OSError, ValueError):
+        pass
+    return ""
+
+
+def _refuse_special(p: Path, st: os.stat_result, kind: str, fs: int | None) -> None:
+    a = "an" if kind[0] in "aeiou" else "a"
+    if stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{shown(p)}: is a directory, expected {a} {kind}")
+    if not stat.S_ISREG(st.st_mode):
+        what = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a character device" if stat.S_ISCHR(st.st_mode)
+                else "a block device" if stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "special")
+        raise InputError(f"{shown(p)}: not a regular file ({what}){_link_note(p)}, expected {a} {kind}")
+    if fs in _PSEUDO_FS:
+        raise InputError(
+            f"{shown(p)}: not a regular file (on {_PSEUDO_FS[fs]}, whose files the kernel makes when they are "
+            f"read){_link_note(p)}, expected {a} {kind}"
+        )
+
+
 def input_file(path: str | Path, what: str = "") -> Path:
     """``path`` as a Path when it is a readable regular file; else a one-line InputError
-    ("no such trials file", "is a directory, expected a model file", ...). A FIFO or a
-    device is refused: reading one could block forever or never end."""
+    ("no such trials file", "is a directory, expected a model file", ...). Symbolic links
+    are followed and what they lead to is checked: a FIFO, socket or device is refused
+    (reading one could block forever or never end), and so is a file on a kernel
+    pseudo-filesystem (``/proc``, ``/sys``, ...: content made when read, not data)."""
     p = Path(path)
     kind = f"{what} file" if what else "file"
     try:
         st = p.stat()
     except FileNotFoundError:
-        raise InputError(f"{p}: no such {kind}") from None
+        raise InputError(f"{shown(p)}: no such {kind}") from None
     except NotADirectoryError:
-        raise InputError(f"{p}: no such {kind} (a parent is not a directory)") from None
+        raise InputError(f"{shown(p)}: no such {kind} (a parent is not a directory)") from None
     except OSError as e:
-        raise InputError(f"{p}: cannot read {kind}: {e.strerror}") from None
+        raise InputError(f"{shown(p)}: cannot read {kind}: {e.strerror}") from None
     except ValueError:  # a NUL byte in the name
-        raise InputError(f"{str(p)!r}: no such {kind} (the name holds a NUL byte)") from None
-    a = "an" if kind[0] in "aeiou" else "a"
-    if stat.S_ISDIR(st.st_mode):
-        raise InputError(f"{p}: is a directory, expected {a} {kind}")
-    if not stat.S_ISREG(st.st_mode):
-        raise InputError(f"{p}: not a regular file, expected {a} {kind}")
+        raise InputError(f"{shown(str(p))}: no such {kind} (the name holds a NUL byte)") from None
+    _refuse_special(p, st, kind, _fs_type(p) if stat.S_ISREG(st.st_mode) else None)
     return p
+
+
+def _too_long(p: Path, line: int, max_line: int) -> InputError:
+    return InputError(f"{shown(p)}:{line}: line longer than {max_line} bytes, the limit (JEFFREYS_MAX_LINE_BYTES raises it)")
+
+
+def _too_many(p: Path, max_lines: int) -> InputError:
+    return InputError(f"{shown(p)}: more than {max_lines} lines, the limit (JEFFREYS_MAX_LIST_LINES raises it)")
+
+
+def _read_bounded(f, p: Path, max_bytes: int, max_lines: int, max_line: int) -> bytes:
+    """The bytes of open file ``f``, read in chunks, each checked as it arrives: at most
+    ``max_bytes`` in all, ``max_lines`` lines (``\\n``-separated, a last line without one
+    counted) and ``max_line`` bytes a line (its ``\\n`` not counted). Reading stops at the
+    first chunk that passes a limit, so that neither a huge line nor a file that grows
+    while it is read is ever held whole."""
+    chunks: list[bytes] = []
+    total = newlines = 0
+    line_start = 0  # offset of the current line's first byte
+    while True:
+        chunk = f.read(min(_CHUNK, max_bytes + 1 - total))
+        if not chunk:
+            break
+        n, off = len(chunk), total
+        if total + n > max_bytes:
+            raise InputError(f"{shown(p)}: more than {max_bytes} bytes (it grew while read), the limit (JEFFREYS_MAX_LIST_BYTES raises it)")
+        pos = line_start - off  # negative when the line began in an earlier chunk (never below -max_line)
+        while pos + max_line < n:  # the line would pass the limit inside this chunk unless a newline comes
+            j = chunk.rfind(b"\n", max(pos, 0), pos + max_line + 1)
+            if j < 0:
+                raise _too_long(p, newlines + chunk.count(b"\n", 0, max(pos, 0)) + 1, max_line)
+            pos = j + 1
+        j = chunk.rfind(b"\n", max(pos, 0))
+        line_start = off + (j + 1 if j >= 0 else pos)
+        newlines += chunk.count(b"\n")
+        if newlines > max_lines:
+            raise _too_many(p, max_lines)
+        chunks.append(chunk)
+        total += n
+    if newlines + (1 if total and not chunks[-1].endswith(b"\n") else 0) > max_lines:
+        raise _too_many(p, max_lines)
+    return b"".join(chunks)
 
 
 def read_text(path: str | Path, what: str = "") -> tuple[bytes, str]:
     """(bytes, text) of a UTF-8 text file given by the user; see the module docstring.
 
-    ``bytes`` are those of the text (without a byte-order mark), for parsers that scan bytes."""
+    ``bytes`` are those of the text (without a byte-order mark), for parsers that scan bytes.
+    The file is checked (:func:`input_file`), opened without blocking, checked again on its
+    descriptor (a path swapped for a FIFO in between is refused, not waited on), its size
+    compared with ``JEFFREYS_MAX_LIST_BYTES`` before anything is allocated, and read within
+    the line limits (:data:`LIMITS`)."""
     p = input_file(path, what)
+    kind = f"{what} file" if what else "file"
+    max_bytes, max_lines, max_line = (limit(k) for k in ("JEFFREYS_MAX_LIST_BYTES", "JEFFREYS_MAX_LIST_LINES", "JEFFREYS_MAX_LINE_BYTES"))
     try:
-        data = p.read_bytes()
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
-        raise InputError(f"{p}: cannot read: {e.strerror}") from None
+        raise InputError(f"{shown(p)}: cannot read: {e.strerror}") from None
+    with open(fd, "rb", buffering=0) as f:
+        st = os.fstat(fd)
+        _refuse_special(p, st, kind, _fs_type(fd) if stat.S_ISREG(st.st_mode) else None)
+        if st.st_size > max_bytes:
+            raise InputError(f"{shown(p)}: {st.st_size} bytes, more than the limit of {max_bytes} (JEFFREYS_MAX_LIST_BYTES raises it)")
+        try:
+            data = _read_bounded(f, p, max_bytes, max_lines, max_line)
+        except OSError as e:
+            raise InputError(f"{shown(p)}: cannot read: {e.strerror}") from None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
         return data, data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
-        raise InputError(f"{p}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+        raise InputError(f"{shown(p)}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
 
 
-def read_npy(path: str | Path, what: str = ".npy") -> Any:
-    """The array stored in ``path`` (a ``.npy`` file); pickled objects are refused."""
+def split_lines(text: str) -> list[str]:
+    """The lines of ``text`` as ``sed -n Np`` and ``wc -l`` count them: split on ``\\n`` only,
+    a final ``\\n`` ending the last line rather than starting an empty one. Other line
+    breaks that :meth:`str.splitlines` honours (``\\r``, ``\\x0b``, ``\\x0c``, ``\\x1c``-``\\x1e``,
+    ``\\x85``, ``\\u2028``, ``\\u2029``) stay inside their line; a ``\\r`` before the ``\\n``
+    (Windows) is left to the parser, for which it is whitespace."""
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def read_npy(path: str | Path, what: str = ".npy", *, size_limit: str | None = None) -> Any:
+    """The array stored in ``path`` (a ``.npy`` file); pickled objects are refused.
+
+    ``size_limit`` (a key of :data:`LIMITS`): refuse first a file larger than that limit.
+    A header whose shape needs more bytes than the file holds is refused before numpy
+    allocates what it claims (a 100-byte file may claim terabytes)."""
     import numpy as np
+    from numpy.lib import format as npy_format
 
     p = input_file(path, what)
+    max_bytes = None if size_limit is None else limit(size_limit)
     try:
         with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if max_bytes is not None and size > max_bytes:
+                raise InputError(f"{shown(p)}: {size} bytes, more than the limit of {max_bytes} ({size_limit} raises it)")
+            if f.read(6) == b"\x93NUMPY":
+                f.seek(0)
+                version = npy_format.read_magic(f)
+                read_header = npy_format.read_array_header_1_0 if version == (1, 0) else npy_format.read_array_header_2_0
+                shape, _, dtype = read_header(f)
+                if not dtype.hasobject and math.prod(shape) * dtype.itemsize > size - f.tell():
+                    raise ValueError(f"its header claims shape {shape} of {dtype}, more than the file holds")
+            f.seek(0)
             m = np.load(f, allow_pickle=False)
             if not isinstance(m, np.ndarray):  # an .npz archive
                 raise ValueError("an archive of several arrays")
+    except InputError:
+        raise
     except (ValueError, EOFError, OSError) as e:
-        why = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{p}: not a {what} array file ({why})") from None
+        why = str(e).split("\n")[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{shown(p)}: not a {what} array file ({why})") from None
     return m
 
 
@@ -292,9 +505,10 @@ class AtomicFiles:
                 raise _write_error(dst, e) from None
         renamed: list[Path] = []
         try:
-            for dst, tmp, _ in self._items:
-                os.replace(tmp, dst)
-                renamed.append(dst)
+            with deferred():  # a stop signal waits until every file is in place
+                for dst, tmp, _ in self._items:
+                    os.replace(tmp, dst)
+                    renamed.append(dst)
         except OSError as e:
             for dst in renamed:
                 with contextlib.suppress(OSError):
@@ -377,23 +591,24 @@ class atomic_dir:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return
         try:
-            if self.dst.exists():
-                old = _temp_name(self.dst)
-                os.replace(self.dst, old)  # out of the way first: the new dir then appears in one rename
-                try:
+            with deferred():  # a stop signal waits until the new directory is in place
+                if self.dst.exists():
+                    old = _temp_name(self.dst)
+                    os.replace(self.dst, old)  # out of the way first: the new dir then appears in one rename
+                    try:
+                        os.replace(self.tmp, self.dst)
+                    except OSError:
+                        os.replace(old, self.dst)  # put the old one back
+                        raise
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
                     os.replace(self.tmp, self.dst)
-                except OSError:
-                    os.replace(old, self.dst)  # put the old one back
-                    raise
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(self.tmp, self.dst)
         except OSError as e:
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise InputError(f"{self.dst}: cannot move the new directory into place: {e.strerror}") from None
 
 
 __all__ = [
-    "AtomicFiles", "atomic_dir", "atomic_write", "check_output", "input_file", "read_npy", "read_text",
-    "remove_stale_temps", "save_npy", "write_text_atomic",
+    "LIMITS", "AtomicFiles", "atomic_dir", "atomic_write", "check_output", "input_file", "limit", "read_npy",
+    "read_text", "remove_stale_temps", "save_npy", "split_lines", "write_text_atomic",
 ]

@@ -71,9 +71,12 @@ def load_mean(path: str | Path) -> np.ndarray:
     """The float32 mean vector of a ``.npy`` file (no pickles); an InputError naming the
     file if it is not one finite 1-D vector."""
     p = Path(path)
-    m = read_npy(p, "mean .npy")
+    m = read_npy(p, "mean .npy", size_limit="JEFFREYS_MAX_EMBEDDING_BYTES")
     if m.ndim != 1 or m.dtype.kind not in "fiu" or not np.isfinite(m).all():
         raise InputError(f"{p}: the mean must be a finite 1-D vector (got shape {m.shape}, dtype {m.dtype})")
+    from .decision import check_mean
+
+    check_mean(m, p, "the mean")
     return m.astype(np.float32)
 
 
@@ -299,7 +302,11 @@ class LinearCalibration:
 
         res = minimize(f, np.array([1.0, 0.0]), jac=True, method="L-BFGS-B", options={"gtol": 1e-10, "maxiter": 1000})
         a_std, b_std = res.x
-        return cls(a=float(a_std / sd), b=float(b_std - a_std * m / sd), prior=prior)
+        a, b = float(a_std / sd), float(b_std - a_std * m / sd)
+        from .decision import check_calibration
+
+        check_calibration(a, b, "the fitted calibration (are the scores perfectly separated, or nearly constant?)")
+        return cls(a=a, b=b, prior=prior)
 
     def apply(self, scores) -> np.ndarray:
         return self.a * np.asarray(scores, dtype=np.float64) + self.b
@@ -335,6 +342,9 @@ class LinearCalibration:
         a, b, prior = (float(d[k]) for k in ("a", "b", "prior"))
         if not (math.isfinite(a) and math.isfinite(b) and 0 < prior < 1):
             raise InputError(f"{p}: a and b must be finite numbers and prior in (0, 1), got a={a} b={b} prior={prior}")
+        from .decision import check_calibration
+
+        check_calibration(a, b, p)
         return cls(a, b, prior)
 
 

@@ -60,7 +60,7 @@ from .errors import InputError, JeffreysError
 from .fileio import write_text_atomic
 from .models import SpeakerModel, save_bundle
 from .models.memory_format import apply as apply_memory_format, requested_format
-from .models.bundle import load_plain, save_torch
+from .models.bundle import load_plain, max_model_bytes, save_torch
 from .registry import HeadSpec, LossSpec, ModelSpec
 from .schedules import ScheduleConfig, learning_rate, margin as margin_at
 
@@ -258,8 +258,14 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# A checkpoint holds the weights, SGD's momentum buffer of the same size, and small state
+# (RNG states, config, counters): 3 times the model limit leaves a model's worth to spare.
+CHECKPOINT_MODELS = 3
+
+
 def _load_checkpoint(path: Path) -> dict[str, Any]:
-    ckpt = load_plain(path, "training checkpoint")
+    # bounded like a bundle (file and zip entries, before torch reads them), by the model limit
+    ckpt = load_plain(path, "training checkpoint", max_bytes=CHECKPOINT_MODELS * max_model_bytes())
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"{path}: not a jeffreys training checkpoint")
     for part in ("model", "head"):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ import soundfile as sf
 from ..audio import load_audio
 from ..data.datadir import atomic_dir, read_datadir, write_datadir
 from ..errors import InputError
+from ..fileio import _temp_name, remove_stale_temps
 from ._common import call_with_args, parallel_map
 
 FORMATS = {"flac": ("FLAC", "PCM_16"), "wav": ("WAV", "PCM_16")}
@@ -60,8 +60,10 @@ def _write_pcm16(path: Path, wave: np.ndarray, sample_rate: int, fmt: str) -> No
     # int16 = round(x * 32768), clipped: the inverse of the reader's int16 / 32768.
     pcm = np.clip(np.round(wave.astype(np.float64) * 32768.0), -32768, 32767).astype(np.int16)
     container, subtype = FORMATS[fmt]
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    os.close(fd)
+    # fileio's temporary name (.NAME.tmp-HOST-PID-RANDOM): a worker killed by a signal leaves
+    # one, which the next conversion of the same file removes (its process is gone)
+    remove_stale_temps(path)
+    tmp = _temp_name(path)
     try:
         sf.write(tmp, pcm, sample_rate, format=container, subtype=subtype)
         os.replace(tmp, path)

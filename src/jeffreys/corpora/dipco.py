@@ -25,6 +25,7 @@ from pathlib import Path
 
 from ..data.trials import parse_trial_line
 from ..errors import InputError
+from ..fileio import read_text
 from ._common import DirSpec, add_io_arguments, call_with_args, map_trials, preparer, read_rows, require, write_dirs
 
 ARRAYS = ("U01", "U02", "U03", "U04", "U05")
@@ -49,7 +50,7 @@ def seconds(value: object, where: str) -> float:
 
 def read_session(path: Path) -> list[dict]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_text(path, "DiPCo transcription")[1])
     except json.JSONDecodeError as e:
         raise InputError(f"{path}:{e.lineno}: not JSON ({e.msg})") from None
     if not isinstance(data, list):

@@ -43,6 +43,7 @@ from ..data.datadir import read_datadir, write_datadir
 from ..data.trials import read_trials
 from ..errors import InputError, nonnegative_int
 from ..fileio import atomic_dir
+from ..interrupts import deferred, raise_if_stopped_by
 from . import synth_channel as ch
 from .espeak import Espeak, espeak_version, packaged_data_dir, private_data_dir
 
@@ -480,14 +481,17 @@ def _render_all(jobs_list: list[_Job], jobs: int, progress: bool) -> dict[str, l
                 job = queue.pop(0)
                 recv, send = ctx.Pipe(duplex=False)
                 proc = ctx.Process(target=_render_child, args=(job, send), daemon=True)
-                proc.start()
+                with deferred():  # a stop comes after the child is recorded, so the finally stops it
+                    proc.start()
+                    running[recv] = (proc, job)
                 send.close()
-                running[recv] = (proc, job)
             for conn in wait(list(running)):
                 proc, job = running.pop(conn)
                 try:
                     ok, value = conn.recv()
                 except EOFError:
+                    proc.join()
+                    raise_if_stopped_by(proc.exitcode)  # killed by the signal that stops us
                     ok, value = False, InputError(f"the process rendering speaker {job.speaker.id} died (exit code {proc.exitcode})")
                 finally:
                     conn.close()

@@ -36,7 +36,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from ..data.trials import parse_trial_line
-from ..errors import InputError
+from ..errors import InputError, excerpt, shown
+from ..fileio import read_text, split_lines
 from ._common import DirSpec, TrialList, add_io_arguments, call_with_args, durations, files_under, map_trials, preparer, read_rows, require, utt_id, write_dirs
 
 META_URL = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/meta/"
@@ -77,7 +78,8 @@ def read_meta(path: Path, corpus: str = "voxceleb1") -> dict[str, str]:
     """speaker -> "dev"|"test" from vox1_meta.csv (tab-separated) or vox2_meta.csv (commas);
     the first field is the id, the last the Set, a first line that is not an id a header."""
     out: dict[str, str] = {}
-    for n, line in enumerate(require(path, "VoxCeleb speaker metadata", corpus).read_text(encoding="utf-8").splitlines(), 1):
+    text = read_text(require(path, "VoxCeleb speaker metadata", corpus), "VoxCeleb speaker metadata")[1]
+    for n, line in enumerate(split_lines(text), 1):
         if not line.strip():
             continue
         sep = "," if "," in line else "\t" if "\t" in line else None
@@ -85,7 +87,7 @@ def read_meta(path: Path, corpus: str = "voxceleb1") -> dict[str, str]:
         if n == 1 and not _SPEAKER_DIR.match(fields[0]):
             continue  # header
         if len(fields) < 2 or fields[-1] not in ("dev", "test"):
-            raise InputError(f"{path}:{n}: expected `idXXXXX ... dev|test` (Set last), got {line.strip()!r}")
+            raise InputError(f"{shown(path)}:{n}: expected `idXXXXX ... dev|test` (Set last), got {excerpt(line.strip())}")
         out[fields[0]] = fields[-1]
     if not out:
         raise InputError(f"{path}: no speaker rows")

@@ -7,6 +7,13 @@ Validation follows Kaldi's ``utils/validate_data_dir.sh``: sorted unique ids, ev
 utterance has a speaker, spk2utt is the inverse of utt2spk, files exist. Every error names
 the file and line.
 
+A ``wav.scp`` line is read by Kaldi's rule (:mod:`jeffreys.data.tables`): the first run of
+white space separates the utterance (or recording) id from the rxfilename, and everything
+after it is the path, inner white space included (``u1 /data/my  file.wav`` names
+``/data/my  file.wav``); white space at the end of the line is dropped. With
+``check_files`` each path must lead to a regular file (:func:`jeffreys.fileio.input_file`:
+not a directory, FIFO, device or kernel pseudo-file); the error names the path as read.
+
 ``wav.scp`` entries ending in ``|`` are shell pipelines in Kaldi. They are data, not
 commands: reading them is refused unless the caller opts in with ``allow_pipes=True``.
 """
@@ -14,13 +21,14 @@ commands: reading them is refused unless the caller opts in with ``allow_pipes=T
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InputError
-from ..fileio import atomic_dir, atomic_write
-from .tables import read_table
+from ..errors import InputError, excerpt, shown
+from ..fileio import atomic_dir, atomic_write, input_file, read_text
+from .tables import read_scp, read_table
 
 # A data dir's wav.scp pipes run only on request; how to ask depends on the caller.
 PIPES_OPT_IN = "opt in with --allow-pipes (in a training config: data.allow_pipes: true; in Python: allow_pipes=True)"
@@ -84,8 +92,8 @@ def describe(data: DataDir) -> dict:
            "corpus": None, "synthetic": False}
     for info in (Path(data.path) / "info.json", Path(data.path).parent / "info.json"):
         try:
-            corpus = json.loads(info.read_text(encoding="utf-8")).get("corpus")
-        except (OSError, ValueError, AttributeError):
+            corpus = json.loads(read_text(info, "corpus info")[1]).get("corpus") if info.exists() else None
+        except (ValueError, AttributeError):  # InputError is a ValueError
             continue
         if isinstance(corpus, str):
             out.update(corpus=corpus, synthetic=corpus == "jeffreys synth")
@@ -107,15 +115,25 @@ def _keyed(path: Path, rows: list[tuple[int, list[str]]], what: str = "id") -> d
     for n, parts in rows:
         key = parts[0]
         if key in out:
-            raise InputError(f"{path}:{n}: duplicate {what} {key!r} (first on line {out[key][0]})")
+            raise InputError(f"{shown(path)}:{n}: duplicate {what} {excerpt(key)} (first on line {out[key][0]})")
         # Python compares str by code point, which is the byte order of UTF-8 (LC_ALL=C).
         if prev is not None and key < prev:
-            raise InputError(f"{path}:{n}: not sorted: {key!r} after {prev!r} (sort with `LC_ALL=C sort`)")
+            raise InputError(f"{shown(path)}:{n}: not sorted: {excerpt(key)} after {excerpt(prev)} (sort with `LC_ALL=C sort`)")
         prev = key
         out[key] = (n, parts[1:])
     if not out:
-        raise InputError(f"{path}: empty")
+        raise InputError(f"{shown(path)}: empty")
     return out
+
+
+def _check_audio(scp: Path, n: int, key: str, value: str) -> None:
+    """The audio path of ``key`` (line ``n`` of ``scp``) leads to a regular file."""
+    try:
+        input_file(value, "audio")
+    except InputError as e:
+        if not os.path.exists(value):
+            raise InputError(f"{shown(scp)}:{n}: audio file of {excerpt(key)} not found: {shown(value)}") from None
+        raise InputError(f"{shown(scp)}:{n}: audio file of {excerpt(key)}: {e}") from None
 
 
 def read_datadir(path: str | Path, *, check_files: bool = True, allow_pipes: bool = False) -> DataDir:
@@ -132,19 +150,18 @@ def read_datadir(path: str | Path, *, check_files: bool = True, allow_pipes: boo
     """
     path = Path(path)
     if not path.is_dir():
-        raise InputError(f"{path}: not a directory")
+        raise InputError(f"{shown(path)}: not a directory")
     scp = path / "wav.scp"
-    wav_rows = {k: (n, " ".join(v)) for k, (n, v) in _keyed(scp, read_table(scp, 2, None)).items()}
+    wav_rows = {k: (n, v[0]) for k, (n, v) in _keyed(scp, [(n, [k, v]) for n, k, v in read_scp(scp)]).items()}
     for key, (n, value) in wav_rows.items():
         if value.endswith("|"):
             if not allow_pipes:
                 raise InputError(
-                    f"{scp}:{n}: {key!r} is a command pipeline ('... |'); refusing to run commands "
+                    f"{shown(scp)}:{n}: {excerpt(key)} is a command pipeline ('... |'); refusing to run commands "
                     f"from a data file; {PIPES_OPT_IN}"
                 )
-        elif check_files and not Path(value).is_file():
-            why = "is a directory, not an audio file" if Path(value).is_dir() else "not found"
-            raise InputError(f"{scp}:{n}: audio file of {key!r} {why}: {value}")
+        elif check_files:
+            _check_audio(scp, n, key, value)
 
     u2s_path = path / "utt2spk"
     u2s_rows = _keyed(u2s_path, read_table(u2s_path), "utterance")
@@ -157,29 +174,29 @@ def read_datadir(path: str | Path, *, check_files: bool = True, allow_pipes: boo
         seg_rows = _keyed(seg_path, read_table(seg_path, 4, 4), "utterance")
         for utt, (n, (rec, start, end)) in seg_rows.items():
             if rec not in wav_rows:
-                raise InputError(f"{seg_path}:{n}: recording {rec!r} of {utt!r} is not in wav.scp")
+                raise InputError(f"{shown(seg_path)}:{n}: recording {excerpt(rec)} of {excerpt(utt)} is not in wav.scp")
             try:
                 t0, t1 = float(start), float(end)
             except ValueError:
-                raise InputError(f"{seg_path}:{n}: start/end must be numbers: {start!r} {end!r}") from None
+                raise InputError(f"{shown(seg_path)}:{n}: start/end must be numbers: {excerpt(start)} {excerpt(end)}") from None
             if not (math.isfinite(t0) and math.isfinite(t1)):
-                raise InputError(f"{seg_path}:{n}: segment times of {utt!r} must be finite numbers, got {start} {end}")
+                raise InputError(f"{shown(seg_path)}:{n}: segment times of {excerpt(utt)} must be finite numbers, got {start} {end}")
             if not (0 <= t0 < t1 or (t1 == -1 and t0 >= 0)):
-                raise InputError(f"{seg_path}:{n}: bad segment times {start} {end} for {utt!r} (need 0 <= start < end)")
+                raise InputError(f"{shown(seg_path)}:{n}: bad segment times {start} {end} for {excerpt(utt)} (need 0 <= start < end)")
             segments[utt] = (rec, t0, t1)
         used = {rec for rec, _, _ in segments.values()}
         for rec, (n, _) in wav_rows.items():
             if rec not in used:
-                raise InputError(f"{scp}:{n}: recording {rec!r} has no line in segments")
+                raise InputError(f"{shown(scp)}:{n}: recording {excerpt(rec)} has no line in segments")
         utt_rows, where = {u: n for u, (n, _) in seg_rows.items()}, seg_path
     else:
         utt_rows, where = {u: n for u, (n, _) in wav_rows.items()}, scp
     for utt, (n, _) in u2s_rows.items():
         if utt not in utt_rows:
-            raise InputError(f"{u2s_path}:{n}: utterance {utt!r} is not in {where.name}")
+            raise InputError(f"{shown(u2s_path)}:{n}: utterance {excerpt(utt)} is not in {where.name}")
     for utt, n in utt_rows.items():
         if utt not in utt2spk:
-            raise InputError(f"{where}:{n}: utterance {utt!r} has no speaker in utt2spk")
+            raise InputError(f"{shown(where)}:{n}: utterance {excerpt(utt)} has no speaker in utt2spk")
 
     expected = spk2utt_of(utt2spk)
     s2u_path = path / "spk2utt"
@@ -187,19 +204,19 @@ def read_datadir(path: str | Path, *, check_files: bool = True, allow_pipes: boo
         s2u_rows = _keyed(s2u_path, read_table(s2u_path, 2, None), "speaker")
         for spk, (n, utts) in s2u_rows.items():
             if spk not in expected:
-                raise InputError(f"{s2u_path}:{n}: speaker {spk!r} is not in utt2spk")
+                raise InputError(f"{shown(s2u_path)}:{n}: speaker {excerpt(spk)} is not in utt2spk")
             if utts != expected[spk]:
                 extra = sorted(set(utts) - set(expected[spk]))
                 lost = sorted(set(expected[spk]) - set(utts))
                 why = (
-                    f"utterance {extra[0]!r} is not this speaker's in utt2spk" if extra
-                    else f"utterance {lost[0]!r} of utt2spk is missing" if lost
+                    f"utterance {excerpt(extra[0])} is not this speaker's in utt2spk" if extra
+                    else f"utterance {excerpt(lost[0])} of utt2spk is missing" if lost
                     else "utterances repeated or not sorted"
                 )
-                raise InputError(f"{s2u_path}:{n}: speaker {spk!r} does not match utt2spk: {why} (regenerate spk2utt)")
+                raise InputError(f"{shown(s2u_path)}:{n}: speaker {excerpt(spk)} does not match utt2spk: {why} (regenerate spk2utt)")
         missing = [s for s in expected if s not in s2u_rows]
         if missing:
-            raise InputError(f"{s2u_path}: speaker {missing[0]!r} of utt2spk is missing")
+            raise InputError(f"{shown(s2u_path)}: speaker {excerpt(missing[0])} of utt2spk is missing")
 
     utt2dur = None
     dur_path = path / "utt2dur"
@@ -207,17 +224,17 @@ def read_datadir(path: str | Path, *, check_files: bool = True, allow_pipes: boo
         utt2dur = {}
         for utt, (n, (value,)) in _keyed(dur_path, read_table(dur_path), "utterance").items():
             if utt not in utt2spk:
-                raise InputError(f"{dur_path}:{n}: unknown utterance {utt!r} (not in utt2spk)")
+                raise InputError(f"{shown(dur_path)}:{n}: unknown utterance {excerpt(utt)} (not in utt2spk)")
             try:
                 dur = float(value)
             except ValueError:
-                raise InputError(f"{dur_path}:{n}: duration must be a number, got {value!r}") from None
+                raise InputError(f"{shown(dur_path)}:{n}: duration must be a number, got {excerpt(value)}") from None
             if not dur > 0 or dur == float("inf"):
-                raise InputError(f"{dur_path}:{n}: duration of {utt!r} must be positive, got {value!r}")
+                raise InputError(f"{shown(dur_path)}:{n}: duration of {excerpt(utt)} must be positive, got {excerpt(value)}")
             utt2dur[utt] = dur
         missing = [u for u in utt2spk if u not in utt2dur]
         if missing:
-            raise InputError(f"{dur_path}: utterance {missing[0]!r} (utt2spk line {u2s_rows[missing[0]][0]}) has no duration")
+            raise InputError(f"{shown(dur_path)}: utterance {excerpt(missing[0])} (utt2spk line {u2s_rows[missing[0]][0]}) has no duration")
     return DataDir(
         path=path,
         wav={k: v for k, (_, v) in wav_rows.items()},
@@ -253,7 +270,7 @@ def write_datadir(
     for name, table in (("wav.scp", wav), ("utt2spk", utt2spk)):
         for key, value in table.items():
             if not key or any(c.isspace() for c in key) or not str(value):
-                raise InputError(f"{path / name}: invalid id or value {key!r} -> {value!r}")
+                raise InputError(f"{path / name}: invalid id or value {excerpt(key)} -> {excerpt(value)}")
     _write_lines(path / "wav.scp", (f"{k} {wav[k]}" for k in sorted(wav)))
     _write_lines(path / "utt2spk", (f"{k} {utt2spk[k]}" for k in sorted(utt2spk)))
     _write_lines(path / "spk2utt", (f"{s} {' '.join(u)}" for s, u in spk2utt_of(utt2spk).items()))

@@ -40,7 +40,7 @@ from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 from ..audio import load_audio, load_utterance
-from ..errors import InputError
+from ..errors import InputError, excerpt, shown
 from .datadir import DataDir, read_datadir
 
 
@@ -76,9 +76,9 @@ def load_labels(path: str | Path) -> list[str]:
     seen: dict[str, int] = {}
     for n, (spk, label) in read_table(path):
         if label != str(len(speakers)):
-            raise InputError(f"{path}:{n}: expected label {len(speakers)}, got {label!r}")
+            raise InputError(f"{shown(path)}:{n}: expected label {len(speakers)}, got {excerpt(label)}")
         if spk in seen:
-            raise InputError(f"{path}:{n}: duplicate speaker {spk!r} (first on line {seen[spk]})")
+            raise InputError(f"{shown(path)}:{n}: duplicate speaker {excerpt(spk)} (first on line {seen[spk]})")
         seen[spk] = n
         speakers.append(spk)
     return speakers

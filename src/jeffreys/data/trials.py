@@ -6,7 +6,12 @@ Two formats are read, detected per line:
 * VoxCeleb: ``1|0 enroll test`` (enroll/test are paths such as ``id10270/x/00001.wav``)
 
 and one is written (Kaldi); unlabelled ``enroll test`` pairs are read by
-:func:`read_trial_pairs`. Scores files are ``enroll test score``. A ``models`` file
+:func:`read_trial_pairs`. Scores files are ``enroll test score``. Lines and fields are read
+by the rule of :mod:`jeffreys.data.tables` (lines end at ``\\n`` only, fields are separated
+by ASCII white space), within the list limits of :func:`jeffreys.fileio.read_text`.
+
+A trial is an (enroll, test) pair: a trial list or a scores file that lists a pair twice
+is refused (the error names the file and both lines), never counted twice. A ``models`` file
 (``MODEL UTT1 [UTT2 ...]``, written by the SITW and SdSV preparers) names the enrolment
 utterances of each model that trials may name on their enrolment side.
 """
@@ -19,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
-from ..fileio import atomic_write, read_text
-from .tables import read_table
+from ..errors import InputError, excerpt, shown
+from ..fileio import atomic_write, read_text, split_lines
+from .tables import WHITESPACE, fields, read_table
 
 _KALDI = {"target": True, "nontarget": False}
 _VOX = {"1": True, "0": False}
@@ -49,25 +54,26 @@ def parse_trial_line(parts: list[str], where: str) -> tuple[str, str, bool]:
             return parts[1], parts[2], _VOX[parts[0]]
     raise InputError(
         f"{where}: not a trial line (want 'enroll test target|nontarget' or '1|0 enroll test'): "
-        f"{' '.join(parts)!r}"
+        f"{excerpt(' '.join(parts))}"
     )
 
 
-def _trials_slow(path: Path, lines: list[str]) -> Trials:
+def _trials_slow(path: Path, lines: list[str]) -> tuple[Trials, list[int]]:
     """Line-by-line parse: any mix of the two formats, blank lines skipped, and the path
-    that names a bad line."""
-    enroll, test, label = [], [], []
+    that names a bad line. Returns the trials and the line number of each."""
+    enroll, test, label, numbers = [], [], [], []
     for n, line in enumerate(lines, 1):
-        parts = line.split()
+        parts = fields(line)
         if not parts:
             continue
-        e, t, y = parse_trial_line(parts, f"{path}:{n}")
+        e, t, y = parse_trial_line(parts, f"{shown(path)}:{n}")
         enroll.append(e)
         test.append(t)
         label.append(y)
+        numbers.append(n)
     if not enroll:
-        raise InputError(f"{path}: no trials")
-    return Trials(enroll, test, np.asarray(label, dtype=bool))
+        raise InputError(f"{shown(path)}: no trials")
+    return Trials(enroll, test, np.asarray(label, dtype=bool)), numbers
 
 
 def read_trials(path: str | Path) -> Trials:
@@ -77,30 +83,37 @@ def read_trials(path: str | Path) -> Trials:
     the whole text, a vectorised check that every line has 3 fields, and the format decided
     for the whole file from the words of the label column (Kaldi wins where both fit, as
     on a single line). Anything else (blank lines, mixed formats, a bad line) is
-    read line by line, so that the error names the line.
+    read line by line, so that the error names the line. A trial (enroll, test) listed
+    twice is an error naming both lines.
     """
     path = Path(path)
     data, text = read_text(path, "trials")
     tokens = text.split()
     heads = _field_heads(data, 3, len(tokens)) if tokens and len(tokens) % 3 == 0 else None
+    trials, numbers = None, None
     if heads is not None:
         # every label word checked at C speed (list.count); the labels from first bytes
         first, last = tokens[0::3], tokens[2::3]
         n_kaldi = last.count("target") + last.count("nontarget")
         if n_kaldi == len(last):
-            return Trials(first, tokens[1::3], heads[:, 2] == ord("t"))
-        if n_kaldi == 0 and first.count("1") + first.count("0") == len(first):
-            return Trials(tokens[1::3], last, heads[:, 0] == ord("1"))
-    return _trials_slow(path, text.splitlines())
+            trials = Trials(first, tokens[1::3], heads[:, 2] == ord("t"))
+        elif n_kaldi == 0 and first.count("1") + first.count("0") == len(first):
+            trials = Trials(tokens[1::3], last, heads[:, 0] == ord("1"))
+    if trials is None:
+        trials, numbers = _trials_slow(path, split_lines(text))
+    _refuse_repeats(trials.enroll, trials.test, numbers, path, _TRIAL_AGAIN)
+    return trials
 
 
 def read_trial_pairs(path: str | Path) -> list[tuple[str, str]]:
     """Unlabelled trials, ``enroll test`` a line, in file order (``trial_pairs`` of a set
     whose key is not public, e.g. SdSV task 2: scored into a submission file)."""
     path = Path(path)
-    pairs = [(p[0], p[1]) for _, p in read_table(path, 2, 2)]
+    rows = read_table(path, 2, 2)
+    pairs = [(p[0], p[1]) for _, p in rows]
     if not pairs:
-        raise InputError(f"{path}: no trial pairs")
+        raise InputError(f"{shown(path)}: no trial pairs")
+    _refuse_repeats([p[0] for p in pairs], [p[1] for p in pairs], [n for n, _ in rows], path, _TRIAL_AGAIN)
     return pairs
 
 
@@ -194,7 +207,7 @@ class Models(dict):
         for m, utts in x.items():
             utts = [utts] if isinstance(utts, str) else list(map(str, utts))
             if not utts:
-                raise InputError(f"models: model {m!r} has no enrolment utterances")
+                raise InputError(f"models: model {excerpt(m)} has no enrolment utterances")
             out[str(m)] = utts
         if not out:
             raise InputError("models: no models")
@@ -213,13 +226,13 @@ def read_models(path: str | Path) -> Models:
     for n, parts in read_table(path, 1, None):
         m = parts[0]
         if len(parts) == 1:
-            raise InputError(f"{path}:{n}: model {m!r} has no enrolment utterances")
+            raise InputError(f"{shown(path)}:{n}: model {excerpt(m)} has no enrolment utterances")
         if m in out:
-            raise InputError(f"{path}:{n}: duplicate model {m!r} (first on line {out.lines[m]})")
+            raise InputError(f"{shown(path)}:{n}: duplicate model {excerpt(m)} (first on line {out.lines[m]})")
         out[m] = parts[1:]
         out.lines[m] = n
     if not out:
-        raise InputError(f"{path}: no models")
+        raise InputError(f"{shown(path)}: no models")
     return out
 
 
@@ -243,29 +256,29 @@ def _scores_slow(path: Path, lines: list[str]) -> Scores:
     enroll, test, score, label, numbers = [], [], [], [], []
     ncols = None
     for n, line in enumerate(lines, 1):
-        parts = line.split()
+        parts = fields(line)
         if not parts:
             continue
         if len(parts) not in (3, 4) or (ncols is not None and len(parts) != ncols):
             want = "'enroll test score" + (" label'" if ncols == 4 else "'")
-            raise InputError(f"{path}:{n}: expected {want}, got {len(parts)} fields: {line.strip()!r}")
+            raise InputError(f"{shown(path)}:{n}: expected {want}, got {len(parts)} fields: {excerpt(line.strip(WHITESPACE))}")
         ncols = len(parts)
         try:
             v = float(parts[2])
         except ValueError:
-            raise InputError(f"{path}:{n}: score {parts[2]!r} is not a number") from None
+            raise InputError(f"{shown(path)}:{n}: score {excerpt(parts[2])} is not a number") from None
         if v != v:
-            raise InputError(f"{path}:{n}: score is NaN")
+            raise InputError(f"{shown(path)}:{n}: score is NaN")
         if ncols == 4:
             if parts[3] not in _LABEL_WORDS:
-                raise InputError(f"{path}:{n}: label {parts[3]!r} is not target|nontarget|1|0")
+                raise InputError(f"{shown(path)}:{n}: label {excerpt(parts[3])} is not target|nontarget|1|0")
             label.append(_LABEL_WORDS[parts[3]])
         enroll.append(parts[0])
         test.append(parts[1])
         score.append(v)
         numbers.append(n)
     if not enroll:
-        raise InputError(f"{path}: no scores")
+        raise InputError(f"{shown(path)}: no scores")
     return Scores(enroll, test, np.asarray(score, dtype=np.float64),
                   np.asarray(label, dtype=bool) if ncols == 4 else None, np.asarray(numbers))
 
@@ -298,28 +311,35 @@ def _field_heads(data: bytes, ncols: int, n_tokens: int) -> np.ndarray | None:
     return np.concatenate(heads) if total == n_tokens else None
 
 
-def _refuse_repeated_pairs(sc: Scores, path: Path) -> Scores:
-    """A scores file scores each (enroll, test) pair once: a pair scored twice (maybe with
-    both labels) would count as two trials and change every metric. Pairs are compared by
-    their hash first (one int64 each, sorted: ~0.3 s per 10^6 lines), then, only where two
-    hashes are equal, exactly."""
-    h = np.fromiter(map(hash, zip(sc.enroll, sc.test)), dtype=np.int64, count=len(sc.enroll))
+_TRIAL_AGAIN = "trial {pair} is listed again (first on line {first}); each trial must be listed once"
+_SCORE_AGAIN = "pair {pair} is scored again (first on line {first}); each trial must be scored once"
+
+
+def _refuse_repeats(enroll: list[str], test: list[str], lines, path: Path, message: str) -> None:
+    """Each (enroll, test) pair once: a pair listed twice (maybe with both labels) would count
+    as two trials and change every metric. ``lines``: the line number of each pair (None:
+    pair i is on line i + 1). Pairs are compared by their hash first (one int64 each,
+    sorted: ~0.3 s per 10^6 lines), then, only where two hashes are equal, exactly."""
+    h = np.fromiter(map(hash, zip(enroll, test)), dtype=np.int64, count=len(enroll))
     s = np.sort(h)
     shared = s[1:][s[1:] == s[:-1]]
     if len(shared) == 0:
-        return sc
+        return
     seen: dict[tuple[str, str], int] = {}
     for i in np.flatnonzero(np.isin(h, shared)).tolist():  # file order
-        key = (sc.enroll[i], sc.test[i])
+        key = (enroll[i], test[i])
         if key not in seen:
             seen[key] = i
             continue
-        where = sc.lines if sc.lines is not None else np.arange(1, len(sc.score) + 1)
-        raise InputError(
-            f"{path}:{where[i]}: pair {key[0]} {key[1]} is scored again (first on line {where[seen[key]]}); "
-            "each trial must be scored once"
-        )
-    return sc  # equal hashes of different pairs
+        where = lines if lines is not None else np.arange(1, len(enroll) + 1)
+        raise InputError(f"{shown(path)}:{where[i]}: " + message.format(pair=_pair(*key), first=where[seen[key]]))
+    # equal hashes of different pairs: nothing repeated
+
+
+def _refuse_repeated_pairs(sc: Scores, path: Path) -> Scores:
+    """A scores file scores each (enroll, test) pair once (:func:`_refuse_repeats`)."""
+    _refuse_repeats(sc.enroll, sc.test, sc.lines, path, _SCORE_AGAIN)
+    return sc
 
 
 def read_scores(path: str | Path) -> Scores:
@@ -350,19 +370,16 @@ def read_scores(path: str | Path) -> Scores:
             if not (label | np.isin(words, ("nontarget", "0"))).all():
                 break
         return _refuse_repeated_pairs(Scores(tokens[0::ncols], tokens[1::ncols], score, label), path)
-    return _refuse_repeated_pairs(_scores_slow(path, text.splitlines()), path)
+    return _refuse_repeated_pairs(_scores_slow(path, split_lines(text)), path)
 
 
 def label_scores(scores: Scores, trials_path: str | Path, scores_path: str | Path = "scores") -> np.ndarray:
     """Labels of each scored (enroll, test) pair from a trial list; a pair not in the list is
     an error naming the first ones, and so is a trial left without a score."""
-    trials = read_trials(trials_path)
+    trials = read_trials(trials_path)  # each pair once (a repeated trial is refused there)
     if trials.enroll == scores.enroll and trials.test == scores.test:
         return trials.label
-    index: dict[tuple[str, str], bool] = {}
-    for e, t, y in zip(trials.enroll, trials.test, trials.label.tolist()):
-        if index.setdefault((e, t), y) != y:
-            raise InputError(f"{trials_path}: trial {e} {t} appears as both target and non-target")
+    index = dict(zip(zip(trials.enroll, trials.test), trials.label.tolist()))
     label = np.empty(len(scores.score), dtype=bool)
     missing = []
     for i, key in enumerate(zip(scores.enroll, scores.test)):
@@ -373,13 +390,18 @@ def label_scores(scores: Scores, trials_path: str | Path, scores_path: str | Pat
         label[i] = y
     if missing:
         where = scores.lines if scores.lines is not None else np.arange(1, len(scores.score) + 1)
-        first = ", ".join(f"line {where[i]}: {scores.enroll[i]} {scores.test[i]}" for i in missing[:3])
-        raise InputError(f"{scores_path}: {len(missing)} scored pairs are not in {trials_path}; first: {first}")
+        first = ", ".join(f"line {where[i]}: {_pair(scores.enroll[i], scores.test[i])}" for i in missing[:3])
+        raise InputError(f"{shown(scores_path)}: {len(missing)} scored pairs are not in {shown(trials_path)}; first: {first}")
     if len(scores.score) < len(index):  # pairs are unique (read_scores) and all in the trials
         scored = set(zip(scores.enroll, scores.test))
         unscored = [k for k in index if k not in scored]
         raise InputError(
-            f"{scores_path}: {len(unscored)} trials of {trials_path} have no score; first: "
-            + ", ".join(" ".join(k) for k in unscored[:3])
+            f"{shown(scores_path)}: {len(unscored)} trials of {shown(trials_path)} have no score; first: "
+            + ", ".join(_pair(*k) for k in unscored[:3])
         )
     return label
+
+
+def _pair(enroll: str, test: str) -> str:
+    """A trial in a message: both ids, each as it is when short and plain, else an excerpt."""
+    return " ".join(x if len(x) <= 40 and x.isprintable() else excerpt(x, 40) for x in (enroll, test))

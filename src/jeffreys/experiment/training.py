@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import interrupts
 from ..config import load_config, save_config, to_dict
 from ..errors import InputError
 from .config import ExperimentConfig, SystemSpec, train_config_of
@@ -110,7 +111,8 @@ def _run_subprocesses(jobs: list[TrainJob], parallel: int, launcher: list[str], 
     queue, running = list(jobs), {}
     last_status = time.monotonic()
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    # Under the CLI, jeffreys.interrupts already turns SIGINT/SIGTERM/SIGHUP into an exception.
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread and not interrupts.active() else None
     try:
         while queue or running:
             while queue and len(running) < parallel:
@@ -142,9 +144,18 @@ def _run_subprocesses(jobs: list[TrainJob], parallel: int, launcher: list[str], 
                 for name, (_, _, outf) in running.items():
                     log(f"  {name}: {_last_line(Path(outf.name)) or 'starting (loading data, generating augmentation material)'}")
     finally:
+        # The same signal first, so that each `jeffreys train` removes its temporaries (it
+        # got it already when the signal went to the process group); SIGKILL if it lingers.
+        stop = interrupts.received() or signal.SIGTERM
+        for _, proc, _ in running.values():
+            if proc.poll() is None:
+                proc.send_signal(stop)
         for _, proc, outf in running.values():
-            proc.kill()
-            proc.wait()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
             outf.close()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
