@@ -4,7 +4,9 @@ a 4-channel model, two optimiser steps per system, through `jeffreys experiment`
 
 * every corpus present (each in a layout users unpack), then a re-run that redoes nothing;
 * every optional corpus absent but SdSV, present without its key; training on two "nodes"
-  (two torchrun agents on localhost, run.sh's NNODES/RDZV_ENDPOINT), the rest on one.
+  (two torchrun agents on localhost, run.sh's NNODES/RDZV_ENDPOINT), the rest on one;
+* run.sh's TARGET_WEIGHT switch (the paper's eq. 4 or the authors' code), down to the loss
+  each system builds.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "recipes" / "voxceleb" / "run.sh"
 BIN = Path(sys.executable).parent
 SYSTEMS = ["aam", "aam_ls_wd", "aam_ls", "aam_jeffreys"]
+REF_SYSTEMS = ["aam", "aam_ls_wd_ref", "aam_ls_ref", "aam_jeffreys_ref"]  # TARGET_WEIGHT=reference
 
 # Tiny model and two optimiser steps per system: the recipe's plumbing, not its accuracy.
 TRAIN_SET = " ".join([
@@ -192,6 +195,80 @@ def test_recipe_scores_keyless_sdsv_into_submission_files(two_nodes):
     assert "Vox1-H (in) EER %" in table and "SdSV" not in table and "SITW" not in table
 
 
+# ---- the reading of eq. 4 (run.sh's TARGET_WEIGHT) ---------------------------------------
+
+def _losses(monkeypatch, target_weight: str, suffix: str) -> dict:
+    """{system: (label, built loss, training config)} of conf/experiment.yaml under a reading."""
+    from jeffreys.experiment import load_experiment, train_config_of
+
+    for name, value in (("DATA", "data"), ("TARGET_WEIGHT", target_weight), ("SYSTEM_SUFFIX", suffix)):
+        monkeypatch.setenv(name, value)
+    exp = load_experiment(RUN.parent / "conf" / "experiment.yaml")
+    out = {}
+    for s in exp.systems:
+        cfg = train_config_of(s, exp, 0)
+        out[s.name] = (s.label, cfg.loss.build(), cfg)
+    return out
+
+
+def test_experiment_reads_eq4_as_printed_or_as_the_authors_code(monkeypatch):
+    """Default (paper): -log p_k weighted by 1 in every system. reference: by 1-alpha-beta in
+    LS (0.9) and Jeffreys (0.875), systems of their own (*_ref); the AAM baseline, which has
+    no smoothing, is the very same training in both (same config, so one stamp)."""
+    from jeffreys.config import to_dict
+
+    paper = _losses(monkeypatch, "paper", "")
+    ref = _losses(monkeypatch, "reference", "_ref")
+    assert list(paper) == SYSTEMS and list(ref) == REF_SYSTEMS
+    assert [paper[s][1].target_weight for s in SYSTEMS] == ["paper"] * 4
+    assert [paper[s][1].ce_weight for s in SYSTEMS] == [1.0] * 4
+    assert [ref[s][1].target_weight for s in REF_SYSTEMS] == ["paper", "reference", "reference", "reference"]
+    assert [ref[s][1].ce_weight for s in REF_SYSTEMS] == pytest.approx([1.0, 0.9, 0.9, 0.875])
+    assert ref["aam_jeffreys_ref"][0] == "AAM-Jeffreys_ref" and paper["aam_jeffreys"][0] == "AAM-Jeffreys"
+    assert to_dict(ref["aam"][2]) == to_dict(paper["aam"][2])
+    for s in SYSTEMS[1:]:  # nothing else differs between the readings
+        a, b = to_dict(paper[s][2]), to_dict(ref[f"{s}_ref"][2])
+        assert a.pop("loss").pop("target_weight") == "paper" and b.pop("loss").pop("target_weight") == "reference"
+        assert a == b
+
+
+def _stub_cli(tmp_path: Path) -> Path:
+    """A stand-in for the CLI that loads the experiment run.sh hands it, with run.sh's
+    --set overrides and environment, and prints what each system's loss is."""
+    stub = tmp_path / "jeffreys-stub"
+    stub.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        "from jeffreys.config import parse_overrides\n"
+        "from jeffreys.experiment import load_experiment, train_config_of\n"
+        "args = sys.argv[1:]\n"
+        "assert args[0] == 'experiment', args\n"
+        "sets = [args[i + 1] for i, a in enumerate(args) if a == '--set']\n"
+        "exp = load_experiment(args[1], parse_overrides(sets))\n"
+        "losses = {s.name: train_config_of(s, exp, 0).loss.build() for s in exp.systems}\n"
+        "print('LOSSES', json.dumps({n: [l.target_weight, l.ce_weight] for n, l in losses.items()}))\n"
+    )
+    stub.chmod(0o755)
+    return stub
+
+
+@pytest.mark.parametrize("reading", [None, "paper", "reference"])
+def test_run_sh_target_weight_switch_reaches_the_losses(tmp_path, reading):
+    env = {k: v for k, v in os.environ.items() if k not in ("TARGET_WEIGHT", "SYSTEM_SUFFIX")}
+    env.update(DATA=str(tmp_path / "data"), EXP=str(tmp_path / "exp"), NGPU="0", JEFFREYS=str(_stub_cli(tmp_path)))
+    if reading is not None:
+        env["TARGET_WEIGHT"] = reading
+    r = _run(env, "--stage", "4", "--stop-stage", "4")
+    losses = json.loads(r.stdout.split("LOSSES ", 1)[1].splitlines()[0])
+    if reading == "reference":
+        assert f"({reading} weighting)" in r.stdout
+        assert losses == {"aam": ["paper", 1.0], "aam_ls_wd_ref": ["reference", 0.9], "aam_ls_ref": ["reference", 0.9],
+                          "aam_jeffreys_ref": ["reference", pytest.approx(0.875)]}
+    else:  # unset: the paper's reading
+        assert "(paper weighting)" in r.stdout
+        assert losses == {s: ["paper", 1.0] for s in SYSTEMS}
+
+
 def test_recipe_rejects_unknown_option_and_incomplete_settings(tmp_path):
     r = subprocess.run(["bash", str(RUN), "--bogus"], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown option --bogus" in r.stderr
@@ -200,4 +277,6 @@ def test_recipe_rejects_unknown_option_and_incomplete_settings(tmp_path):
     assert bad.returncode == 2 and "VOX2_CONVERT must be flac, wav or empty" in bad.stderr
     nodes = subprocess.run(["bash", str(RUN)], env={**env, "NNODES": "2"}, capture_output=True, text=True)
     assert nodes.returncode == 2 and "NNODES=2 needs RDZV_ENDPOINT=HOST:PORT" in nodes.stderr
+    reading = subprocess.run(["bash", str(RUN)], env={**env, "TARGET_WEIGHT": "authors"}, capture_output=True, text=True)
+    assert reading.returncode == 2 and "TARGET_WEIGHT must be paper or reference, got 'authors'" in reading.stderr
     assert not (tmp_path / "data").exists() and not (tmp_path / "exp").exists()  # nothing made on a refusal

@@ -42,6 +42,8 @@ def _paper_configs(monkeypatch) -> dict:
     from jeffreys.experiment import load_experiment, train_config_of
 
     monkeypatch.setenv("DATA", "data")
+    monkeypatch.setenv("TARGET_WEIGHT", "paper")  # run.sh's default reading (tests/test_recipe.py: the other)
+    monkeypatch.setenv("SYSTEM_SUFFIX", "")
     exp = load_experiment(CONF / "experiment.yaml")
     return {s.name: train_config_of(s, exp, 0) for s in exp.systems}
 
@@ -58,6 +60,7 @@ def test_paper_configs_state_table_1(monkeypatch):
     assert (cfgs["aam_ls"].loss.kind, cfgs["aam_ls"].loss.alpha, cfgs["aam_ls"].optim.weight_decay) == ("ls", 0.1, 0.0)
     j = cfgs["aam_jeffreys"]
     assert (j.loss.kind, j.loss.alpha, j.loss.beta, j.optim.weight_decay) == ("jeffreys", 0.1, 0.025, 0.0)
+    assert [cfgs[n].loss.target_weight for n in PAPER[1:]] == ["paper"] * 3  # eq. 4 as printed: -log p_k weighted by 1
 
 
 @pytest.mark.parametrize("name", PAPER)

@@ -10,7 +10,8 @@
 #   2  prepare MUSAN and RIRS_NOISES (augmentation)
 #   3  prepare the other evaluation corpora that are present: SITW, SdSV task 2, TEDx Spanish, DiPCo
 #   4  train the four systems (AAM; AAM+LS with weight decay; AAM+LS without; AAM+Jeffreys)
-#      from conf/base.yaml and their differences in conf/experiment.yaml, once per seed:
+#      from conf/base.yaml and their differences in conf/experiment.yaml, once per seed
+#      (TARGET_WEIGHT below: the paper's eq. 4, or the authors' code for LS and Jeffreys):
 #      `jeffreys experiment conf/experiment.yaml --only-train`, under torchrun on all
 #      visible GPUs when there are several; on several machines (NNODES, RDZV_ENDPOINT) run
 #      this stage on every one of them at once, EXP on a shared file system
@@ -39,6 +40,11 @@ NGPU=${NGPU:-$( (command -v nvidia-smi >/dev/null && nvidia-smi -L 2>/dev/null |
 DEVICE=${DEVICE:-$([ "$NGPU" -gt 0 ] && echo cuda || echo cpu)}   # extraction device
 JEFFREYS=${JEFFREYS:-jeffreys}         # the CLI (e.g. .venv/bin/jeffreys)
 SEEDS=${SEEDS:-0}                      # training seeds, space-separated (e.g. "0 1 2")
+# Weight of -log p_k in the LS and Jeffreys systems (docs/losses.md): "paper" = 1, eq. 4 as
+# printed; "reference" = 1 - alpha - beta (0.9 for LS, 0.875 for Jeffreys), as the authors'
+# released code. Reference systems are named *_ref (aam_ls_wd_ref, aam_ls_ref, aam_jeffreys_ref)
+# and train beside the paper ones in the same EXP; the AAM baseline (no smoothing) is shared.
+TARGET_WEIGHT=${TARGET_WEIGHT:-paper}
 # Several machines training together (stage 4 only; docs/recipes.md): torchrun --nnodes with
 # the c10d rendezvous at RDZV_ENDPOINT (HOST:PORT of one of them, reachable from all).
 NNODES=${NNODES:-1}
@@ -61,7 +67,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --stage) stage=$2; shift 2 ;;
     --stop-stage) stop_stage=$2; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (want --stage N --stop-stage M)" >&2; exit 2 ;;
   esac
 done
@@ -73,9 +79,15 @@ case "$VOX2_CONVERT" in
   ""|flac|wav) ;;
   *) echo "run.sh: VOX2_CONVERT must be flac, wav or empty, got '$VOX2_CONVERT'" >&2; exit 2 ;;
 esac
+# conf/experiment.yaml reads both: the loss key and the suffix of the systems' names.
+case "$TARGET_WEIGHT" in
+  paper) SYSTEM_SUFFIX= ;;
+  reference) SYSTEM_SUFFIX=_ref ;;
+  *) echo "run.sh: TARGET_WEIGHT must be paper or reference, got '$TARGET_WEIGHT'" >&2; exit 2 ;;
+esac
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-export DATA EXP
+export DATA EXP TARGET_WEIGHT SYSTEM_SUFFIX
 DATA=$(mkdir -p "$DATA" && cd "$DATA" && pwd)
 EXP=$(mkdir -p "$EXP" && cd "$EXP" && pwd)
 
@@ -139,11 +151,11 @@ elif [ "$NGPU" -gt 1 ]; then
 fi
 
 if run_stage 4; then
-  log "train: the four systems, seeds $SEEDS, $NGPU GPU(s) on each of $NNODES node(s) -> $EXP/systems"
+  log "train: the four systems ($TARGET_WEIGHT weighting), seeds $SEEDS, $NGPU GPU(s) on each of $NNODES node(s) -> $EXP/systems"
   "$JEFFREYS" experiment "${experiment_args[@]}" --only-train
 fi
 
 if run_stage 5; then
-  log "experiment: extract, score, report -> $EXP"
+  log "experiment ($TARGET_WEIGHT weighting): extract, score, report -> $EXP"
   "$JEFFREYS" experiment "${experiment_args[@]}"
 fi
