@@ -44,6 +44,27 @@ INT, TERM, HUP = signal.SIGINT, signal.SIGTERM, signal.SIGHUP
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE.parent / "src"), os.environ.get("PYTHONPATH", "")]))
 
 
+def _as_from_a_terminal() -> None:
+    """In a child before exec: the stop signals' default actions, as a command typed in a
+    terminal has them. A test run started as a background job of a script inherits SIGINT
+    ignored, and a command keeps an ignored signal ignored (the nohup rule)."""
+    for s in (INT, TERM, HUP):
+        signal.signal(s, signal.SIG_DFL)
+
+
+@pytest.fixture(autouse=True)
+def _stop_signals_as_in_a_terminal():
+    """The same in this process, for the tests that signal it: SIGINT raising
+    KeyboardInterrupt, SIGTERM and SIGHUP by default, whatever the test run inherited."""
+    saved = {s: signal.getsignal(s) for s in (INT, TERM, HUP)}
+    signal.signal(INT, signal.default_int_handler)
+    signal.signal(TERM, signal.SIG_DFL)
+    signal.signal(HUP, signal.SIG_DFL)
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
 def _temps(root: Path) -> list[str]:
     """Temporary files and directories of the atomic writers under ``root``."""
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if ".tmp-" in p.name)
@@ -155,6 +176,7 @@ def stopped(ws):
         todo.append({"argv": _fill(c.rerun or c.argv, ws, ws / "out" / c.id), "nth": 0})
     results = ws / "out" / "results.jsonl"
     p = subprocess.Popen([sys.executable, str(DRIVER), str(results)], stdin=subprocess.PIPE, env=ENV,
+                         preexec_fn=_as_from_a_terminal,
                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     p.stdin.write(json.dumps(todo))
     p.stdin.close()
@@ -207,7 +229,7 @@ def _run(argv, *, group_signal: int | None = None, ready=None, timeout: float = 
     """``jeffreys ARGV`` in its own session; with ``ready``, signal it once ``ready()`` holds:
     the whole process group (``group_signal``), as Ctrl-C and ``timeout`` do."""
     p = subprocess.Popen([sys.executable, "-m", "jeffreys", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True, env=ENV, start_new_session=True)
+                         text=True, env=ENV, start_new_session=True, preexec_fn=_as_from_a_terminal)
     try:
         if ready is not None:
             _wait(ready, p)
@@ -243,7 +265,8 @@ def test_prepare_synth_sigterm_to_the_main_process_only(tmp_path):
     """``docker stop``: only the command gets SIGTERM; it stops its renderers itself."""
     dst = tmp_path / "corpus"
     p = subprocess.Popen([sys.executable, "-m", "jeffreys", *SYNTH[:2], str(dst), *SYNTH[2:]], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
+                         stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True,
+                         preexec_fn=_as_from_a_terminal)
     try:
         _wait(_synth_at_work(tmp_path, "corpus"), p)
         p.send_signal(TERM)
@@ -279,7 +302,8 @@ def test_experiment_forwards_the_stop_to_its_training_subprocesses(ws, tmp_path)
     (tmp_path / "exp.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "x"
     p = subprocess.Popen([sys.executable, "-m", "jeffreys", "experiment", str(tmp_path / "exp.yaml"), "--out", str(out), "--quiet"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, start_new_session=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                         start_new_session=True, preexec_fn=_as_from_a_terminal)
     try:
         _wait(lambda: sum(1 for f in out.rglob("train.log") if "step" in f.read_text()) >= 1, p)
         p.send_signal(TERM)
@@ -364,7 +388,8 @@ sys.exit(cli.main(["stoptest", sys.argv[1]]))
 @pytest.mark.parametrize("signum", [INT, TERM])
 def test_what_a_stop_cut_short_prints_from_del_is_dropped(signum):
     """In a process of its own: pytest catches unraisable exceptions itself."""
-    r = subprocess.run([sys.executable, "-c", HALF_BUILT, str(signum)], capture_output=True, text=True, timeout=60, env=ENV)
+    r = subprocess.run([sys.executable, "-c", HALF_BUILT, str(signum)], capture_output=True, text=True, timeout=60, env=ENV,
+                       preexec_fn=_as_from_a_terminal)
     assert r.returncode == 128 + signum, r
     _one_line(r.stderr, "stoptest", signum)
 
