@@ -110,11 +110,13 @@ def _unraisable(hook):
         exc = getattr(u, "exc_value", None)
         if isinstance(exc, (Terminated, Interrupted)) and _state.pid == os.getpid() and _state.raised:
             # Dropped where it was raised (a fork handler, __del__, ...): sent again, from a
-            # thread, so that it is raised once this hook has returned (a signal sent from
-            # here would be handled, and dropped, inside the hook).
-            _state.raised = False
+            # thread, once this hook has returned (a signal handled inside the hook would be
+            # dropped again, or escape the hook). Until then stops stay ignored: the thread
+            # re-arms the handler just before it sends.
             pid, signum = os.getpid(), getattr(exc, "signum", _state.signum or signal.SIGTERM)
-            threading.Thread(target=_send_later, args=(pid, signum), name="jeffreys-stop", daemon=True).start()
+            returned = threading.Event()
+            threading.Thread(target=_send_later, args=(pid, signum, returned), name="jeffreys-stop", daemon=True).start()
+            returned.set()
             return
         if _state.signum is not None and _state.pid == os.getpid():
             return  # debris of the stop (an object whose __init__ it cut short, failing in __del__)
@@ -127,8 +129,10 @@ def _quiet(unraisable) -> None:
     pass
 
 
-def _send_later(pid: int, signum: int) -> None:
-    time.sleep(0.002)
+def _send_later(pid: int, signum: int, returned: threading.Event) -> None:
+    returned.wait()
+    time.sleep(0.002)  # the hook's last line
+    _state.raised = False
     with contextlib.suppress(OSError):
         os.kill(pid, signum)
 
