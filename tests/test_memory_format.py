@@ -50,9 +50,11 @@ def test_cpu_vector_isa_reads_flags_and_caps(monkeypatch, flags, env, isa):
 
 def test_auto_rule_by_isa_width_and_device(monkeypatch):
     demo, paper = SpeakerModel(PRESETS["demo"]), SpeakerModel(PRESETS["paper"])
+    tiny = SpeakerModel(preset("demo", widths=[4, 4, 8, 8], num_mel_bins=16, embed_dim=8))
     _isa_env(monkeypatch, {"avx2", "avx512f"})
-    assert mf.choose(demo, "cpu") == "channels_last"  # widest conv 128 <= AUTO_MAX_WIDTH
-    assert mf.choose(paper, "cpu") == "contiguous"  # 256 wide
+    assert mf.choose(demo, "cpu") == "channels_last"  # only the 1-channel stem is guarded
+    assert mf.choose(paper, "cpu") == "channels_last"
+    assert mf.choose(tiny, "cpu") == "contiguous"  # most layers guarded: the layouts would meet at every block
     _isa_env(monkeypatch, {"avx2", "avx512f"}, **AVX2)
     assert mf.choose(demo, "cpu") == "contiguous"
     _isa_env(monkeypatch, {"avx2"})

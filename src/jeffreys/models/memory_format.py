@@ -1,14 +1,16 @@
 """The memory layout of a model's convolutions: chosen per device and model, and guarded.
 
 Two layouts: ``contiguous`` (NCHW, PyTorch's default) and ``channels_last`` (NHWC). Which is
-faster depends on the CPU's vector ISA and the model's width (``benchmarks/memory_format.py``,
-docs/benchmarks.md#memory-format): on AVX-512, channels_last is faster for narrow models and
-level with NCHW on wide ones; on AVX2 it is slower for every width measured. ``auto`` (the
-default of ``jeffreys train`` and ``extract``) applies that rule:
+faster depends on the CPU's vector ISA and the model (``benchmarks/memory_format.py``,
+docs/benchmarks.md#memory-format): on AVX-512, channels_last costs 8-18 % less for every
+width measured, except where the guard below keeps most layers in NCHW (a 4-4-8-8 model: the
+two layouts meet at every block; 0.93x and 1.07x in two runs); on AVX2 it costs 18 % more
+for the paper's ResNet-34, 10 % less for the demo model, within noise elsewhere. ``auto`` (the default of
+``jeffreys train`` and ``extract``) applies that rule:
 
 * CPU: ``channels_last`` when oneDNN may use AVX-512 here (the CPU has ``avx512f`` and
-  neither ``ONEDNN_MAX_CPU_ISA`` nor ``ATEN_CPU_CAPABILITY`` caps it lower) and no
-  convolution is wider than :data:`AUTO_MAX_WIDTH` channels; ``contiguous`` otherwise.
+  neither ``ONEDNN_MAX_CPU_ISA`` nor ``ATEN_CPU_CAPABILITY`` caps it lower) and the guard
+  keeps no convolution in NCHW but 1-channel ones (the stem); ``contiguous`` otherwise.
 * CUDA: ``channels_last`` (what AMP's tensor-core kernels want; not measured here).
 * anything else: ``contiguous``.
 
@@ -37,9 +39,6 @@ from ..errors import InputError
 
 FORMATS = ("auto", "channels_last", "contiguous")
 NARROW_CHANNELS = 8  # oneDNN's AVX2 weight-gradient kernel blocks input channels by 8
-# The widest convolution (output channels) for which ``auto`` picks channels_last on an
-# AVX-512 CPU: benchmarks/memory_format.py (docs/benchmarks.md#memory-format).
-AUTO_MAX_WIDTH = 128
 # ONEDNN_MAX_CPU_ISA values (case-insensitive; DNNL_MAX_CPU_ISA is the older name) that
 # keep oneDNN below AVX-512, and ATEN_CPU_CAPABILITY values that keep ATen below it.
 _ONEDNN_BELOW_AVX512 = {"sse41", "avx", "avx2", "avx2_vnni", "avx2_vnni_2"}
@@ -100,8 +99,9 @@ def choose(model: nn.Module, device, requested: str = "auto") -> str:
         return "channels_last"
     if kind != "cpu":
         return "contiguous"
-    widest = max((m.out_channels for m in _convs(model)), default=0)
-    return "channels_last" if cpu_vector_isa() == "avx512" and widest <= AUTO_MAX_WIDTH else "contiguous"
+    # a model most of whose layers the guard keeps in NCHW pays a reorder at every block
+    mixed = any(1 < m.in_channels // m.groups < NARROW_CHANNELS for m in _convs(model))
+    return "channels_last" if cpu_vector_isa() == "avx512" and not mixed else "contiguous"
 
 
 def _nchw(t: torch.Tensor) -> torch.Tensor:
@@ -138,9 +138,8 @@ def apply(model: nn.Module, device, requested: str = "auto") -> tuple[nn.Module,
 
 def memory_format_policy() -> dict:
     """What :func:`choose` reads on this machine (for a run's recorded environment)."""
-    return {"cpu_vector_isa": cpu_vector_isa(), "auto_max_width": AUTO_MAX_WIDTH,
-            "narrow_channels_guard": NARROW_CHANNELS}
+    return {"cpu_vector_isa": cpu_vector_isa(), "narrow_channels_guard": NARROW_CHANNELS}
 
 
-__all__ = ["AUTO_MAX_WIDTH", "FORMATS", "NARROW_CHANNELS", "apply", "check_format", "choose", "cpu_vector_isa",
+__all__ = ["FORMATS", "NARROW_CHANNELS", "apply", "check_format", "choose", "cpu_vector_isa",
            "memory_format_policy", "requested_format"]
