@@ -193,6 +193,48 @@ def test_atomic_dir_replaces_in_one_rename_and_cleans_up(tmp_path):
     assert sorted(q.name for q in dst.iterdir()) == ["b"] and sorted(q.name for q in tmp_path.iterdir()) == ["d"]
 
 
+def test_atomic_dir_a_directory_that_appears_meanwhile_is_replaced_or_refused(tmp_path):
+    # Two writers of one directory (the experiment's training subset, written by forked
+    # evaluation workers, was one): the later rename must not fail on the earlier's result.
+    dst = tmp_path / "d"
+    with atomic_dir(dst, overwrite=True) as t1:
+        (t1 / "first").write_text("1")
+        with atomic_dir(dst, overwrite=True) as t2:
+            (t2 / "second").write_text("2")
+    assert sorted(q.name for q in dst.iterdir()) == ["first"] and sorted(q.name for q in tmp_path.iterdir()) == ["d"]
+    other = tmp_path / "e"
+    with pytest.raises(InputError, match="already exists"):
+        with atomic_dir(other) as t1:
+            (t1 / "first").write_text("1")
+            with atomic_dir(other) as t2:
+                (t2 / "second").write_text("2")
+    assert sorted(q.name for q in other.iterdir()) == ["second"]
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["d", "e"]
+
+
+_RACER = """
+import sys
+from pathlib import Path
+from jeffreys.fileio import atomic_dir
+dst, me = Path(sys.argv[1]), sys.argv[2]
+for i in range(40):
+    with atomic_dir(dst, overwrite=True) as t:
+        for k in range(5):
+            (t / f"f{k}").write_text(me)
+"""
+
+
+def test_atomic_dir_concurrent_writers_all_succeed_and_leave_one_whole_directory(tmp_path):
+    dst = tmp_path / "d"
+    procs = [subprocess.Popen([sys.executable, "-c", _RACER, str(dst), str(n)], stderr=subprocess.PIPE, text=True)
+             for n in range(4)]
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, errs
+    contents = {f.read_text() for f in dst.iterdir()}
+    assert sorted(f.name for f in dst.iterdir()) == [f"f{k}" for k in range(5)] and len(contents) == 1
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["d"]
+
+
 def test_number_checks():
     assert finite(2, "x") == 2.0 and positive(0.5, "x") == 0.5 and nonnegative_int(0, "s") == 0
     for bad in (float("nan"), float("inf"), "1", True, None):

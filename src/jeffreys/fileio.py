@@ -592,20 +592,46 @@ class atomic_dir:
             return
         try:
             with deferred():  # a stop signal waits until the new directory is in place
-                if self.dst.exists():
-                    old = _temp_name(self.dst)
-                    os.replace(self.dst, old)  # out of the way first: the new dir then appears in one rename
-                    try:
-                        os.replace(self.tmp, self.dst)
-                    except OSError:
-                        os.replace(old, self.dst)  # put the old one back
-                        raise
-                    shutil.rmtree(old, ignore_errors=True)
-                else:
-                    os.replace(self.tmp, self.dst)
+                self._move_into_place()
+        except InputError:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
         except OSError as e:
             shutil.rmtree(self.tmp, ignore_errors=True)
             raise InputError(f"{self.dst}: cannot move the new directory into place: {e.strerror}") from None
+
+    def _move_into_place(self) -> None:
+        """Rename the temporary directory to ``dst``. A ``dst`` that appears meanwhile (another
+        process writing the same directory) is replaced when overwriting, as one found at the
+        start would be; the last writer wins and no reader sees a half-written directory."""
+        for _ in range(100):
+            if self.dst.exists():
+                if not self.overwrite:
+                    raise InputError(f"{self.dst}: already exists (another process wrote it meanwhile)")
+                old = _temp_name(self.dst)
+                try:
+                    os.replace(self.dst, old)  # out of the way first: the new dir then appears in one rename
+                except FileNotFoundError:
+                    continue  # the other writer moved it away first
+                try:
+                    os.replace(self.tmp, self.dst)
+                except OSError as e:
+                    try:
+                        os.replace(old, self.dst)  # put the old one back
+                    except OSError:
+                        shutil.rmtree(old, ignore_errors=True)  # a newer one took its place
+                    if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                        continue
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+                return
+            try:
+                os.replace(self.tmp, self.dst)
+                return
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+        raise OSError(errno.EBUSY, "other processes keep replacing it")
 
 
 __all__ = [

@@ -229,8 +229,13 @@ def evaluate_runs(runs: list[Run], evals: list[EvalSet], cfg: ExperimentConfig, 
         return
     import multiprocessing as mp
 
+    from ..data.datadir import read_datadir
     from ..models import load_bundle
 
+    # Each run reads the training subset of its system's data; written here once, not by
+    # workers racing to write the same directory.
+    for path in dict.fromkeys(train_data_of(run.system, cfg) for run in runs):
+        _train_subset(read_datadir(path, check_files=False), cfg, out)
     _SHARED.update(runs=runs, args=(evals, cfg, out, stamps, log))
     try:
         with mp.get_context("fork").Pool(min(cfg.eval_jobs, len(runs))) as pool:
