@@ -249,6 +249,33 @@ def read_text(path: str | Path, what: str = "") -> tuple[bytes, str]:
     compared with ``JEFFREYS_MAX_LIST_BYTES`` before anything is allocated, and read within
     the line limits (:data:`LIMITS`)."""
     p = input_file(path, what)
+    data = _read_list(p, what)
+    try:
+        return data, data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _not_utf8(p, data, e) from None
+
+
+def read_utf8(path: str | Path, what: str = "") -> bytes:
+    """The bytes of :func:`read_text` (same limits, same checks) without the decoded text,
+    for parsers of large tables that scan bytes (an ASCII file is never copied into a str)."""
+    p = input_file(path, what)
+    data = _read_list(p, what)
+    if not data.isascii():
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise _not_utf8(p, data, e) from None
+    return data
+
+
+def _not_utf8(p: Path, data: bytes, e: UnicodeDecodeError) -> InputError:
+    line = data.count(b"\n", 0, e.start) + 1
+    return InputError(f"{shown(p)}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})")
+
+
+def _read_list(p: Path, what: str) -> bytes:
+    """The bytes of a checked list file, read within the limits, without a byte-order mark."""
     kind = f"{what} file" if what else "file"
     max_bytes, max_lines, max_line = (limit(k) for k in ("JEFFREYS_MAX_LIST_BYTES", "JEFFREYS_MAX_LIST_LINES", "JEFFREYS_MAX_LINE_BYTES"))
     try:
@@ -264,13 +291,7 @@ def read_text(path: str | Path, what: str = "") -> tuple[bytes, str]:
             data = _read_bounded(f, p, max_bytes, max_lines, max_line)
         except OSError as e:
             raise InputError(f"{shown(p)}: cannot read: {e.strerror}") from None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        return data, data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        raise InputError(f"{shown(p)}:{line}: not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+    return data[3:] if data.startswith(b"\xef\xbb\xbf") else data
 
 
 def split_lines(text: str) -> list[str]:
@@ -636,5 +657,5 @@ class atomic_dir:
 
 __all__ = [
     "LIMITS", "AtomicFiles", "atomic_dir", "atomic_write", "check_output", "input_file", "limit", "read_npy",
-    "read_text", "remove_stale_temps", "save_npy", "split_lines", "write_text_atomic",
+    "read_text", "read_utf8", "remove_stale_temps", "save_npy", "split_lines", "write_text_atomic",
 ]

@@ -90,8 +90,13 @@ class DataConfig:
     offline_copies: int = 0
     feature_cache: str | None = None  # its directory (default: jeffreys.cache.cache_dir()/features)
     max_speakers: int | None = None  # train on the first N speakers (sorted) of data.train only
+    # audio files checked before training: auto (all up to 100,000 utterances, a seeded sample
+    # of 10,000 above), all, sample, none (jeffreys.data.index); the rest fail when read
+    check_files: Literal["auto", "all", "sample", "none"] = "auto"
 
     def __post_init__(self) -> None:
+        if self.check_files not in ("auto", "all", "sample", "none"):
+            raise ValueError(f"data.check_files must be auto, all, sample or none, got {self.check_files!r}")
         if self.offline_copies < 0:
             raise ValueError(f"data.offline_copies must not be negative, got {self.offline_copies}")
         if self.max_speakers is not None and self.max_speakers < 2:
@@ -319,7 +324,7 @@ class Trainer:
         self.dataset = TrainDataset(
             cfg.data.train, cfg.data.chunk_seconds, sample_rate, augment=augment, seed=cfg.seed,
             sampling=cfg.data.sampling, chunks_per_speaker=cfg.data.chunks_per_speaker, allow_pipes=cfg.data.allow_pipes,
-            max_speakers=cfg.data.max_speakers,
+            max_speakers=cfg.data.max_speakers, check_files=cfg.data.check_files,
         )
         per_rank = math.ceil(len(self.dataset) / self.dist.world)
         self.steps_per_epoch = per_rank // self.rank_batch
@@ -386,7 +391,7 @@ class Trainer:
             raise InputError("speed perturbation needs waveform chunks: it cannot use a feature cache")
         full = self.dataset
         if cfg.max_speakers is not None:
-            full = TrainDataset(cfg.train, cfg.chunk_seconds, fb.sample_rate, allow_pipes=cfg.allow_pipes)
+            full = TrainDataset(cfg.train, cfg.chunk_seconds, fb.sample_rate, allow_pipes=cfg.allow_pipes, check_files=cfg.check_files)
             augment = Augmenter(cfg.augment, sample_rate=fb.sample_rate, seed=cfg.augment.rir_seed, babble_source=full)
         directory = feature_cache.build(full, augment, fbank, cfg.offline_copies, where,
                                         log=print if self.dist.main and self.config.progress else None)

@@ -53,6 +53,8 @@ class DataDir:
     def __post_init__(self) -> None:
         if not self.spk2utt:
             self.spk2utt = spk2utt_of(self.utt2spk)
+        elif any(a > b for a, b in zip(self.spk2utt, list(self.spk2utt)[1:])):
+            self.spk2utt = dict(sorted(self.spk2utt.items()))  # sorted once, not at every use
 
     @property
     def utts(self) -> list[str]:
@@ -60,7 +62,8 @@ class DataDir:
 
     @property
     def speakers(self) -> list[str]:
-        return sorted(self.spk2utt)
+        """Sorted speaker ids (spk2utt is kept in sorted order)."""
+        return list(self.spk2utt)
 
     def subset(self, speakers) -> DataDir:
         """The utterances of ``speakers`` only (same path, same files)."""

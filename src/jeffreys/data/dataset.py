@@ -42,10 +42,19 @@ from torch.utils.data.distributed import DistributedSampler
 from ..audio import load_audio, load_utterance
 from ..errors import InputError, excerpt, shown
 from .datadir import DataDir, read_datadir
+from .index import UttIndex, read_index
 
 
 def as_datadir(data: str | Path | DataDir, *, allow_pipes: bool = False) -> DataDir:
     return data if isinstance(data, DataDir) else read_datadir(data, allow_pipes=allow_pipes)
+
+
+def as_index(data: str | Path | DataDir | UttIndex, *, allow_pipes: bool = False, check_files: str = "auto") -> UttIndex:
+    if isinstance(data, UttIndex):
+        return data
+    if isinstance(data, DataDir):
+        return UttIndex.from_datadir(data)
+    return read_index(data, allow_pipes=allow_pipes, check_files=check_files)
 
 
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -84,13 +93,17 @@ def load_labels(path: str | Path) -> list[str]:
     return speakers
 
 
-def random_crop(data: DataDir, utt: str, length: int, sample_rate: int, rng: np.random.Generator, duration: float | None = None) -> np.ndarray:
-    """A random ``length``-sample crop of ``utt``, repeat-padded if the utterance is shorter.
+def random_crop(data: DataDir | UttIndex, utt: str | int, length: int, sample_rate: int, rng: np.random.Generator,
+                duration: float | None = None) -> np.ndarray:
+    """A random ``length``-sample crop of ``utt`` (an id, or a row of an :class:`UttIndex`),
+    repeat-padded if the utterance is shorter.
 
     With its ``duration`` (seconds) known, only the crop is read (soundfile seeks);
     otherwise the whole utterance is decoded first. Both draw the same offset.
     """
     entry, start, end = data.source(utt)
+    if not isinstance(utt, str):
+        utt = data.utts[utt]  # for messages
     if duration is None:
         wave = load_utterance(data, utt, sample_rate)
         total = wave.shape[0]
@@ -112,15 +125,18 @@ def random_crop(data: DataDir, utt: str, length: int, sample_rate: int, rng: np.
 class TrainDataset(Dataset):
     """Random fixed-length crops with speaker labels (see the module docstring).
 
+    The data dir is held as an :class:`~jeffreys.data.index.UttIndex` (arrays that forked
+    DataLoader workers share without copying); utterances and speakers are rows of it.
     ``labels``: a file from :meth:`save_labels` (or a list of speakers) fixing the label of
     each speaker, e.g. to continue training; every speaker of the data dir must be in it.
     ``augment``: an :class:`jeffreys.data.augment.Augmenter`, applied to each crop.
     ``max_speakers``: train on the first N speakers (sorted ids) of the data dir only.
+    ``check_files``: which audio files are checked up front (:mod:`jeffreys.data.index`).
     """
 
     def __init__(
         self,
-        datadir: str | Path | DataDir,
+        datadir: str | Path | DataDir | UttIndex,
         chunk_seconds: float = 4.0,
         sample_rate: int = 16000,
         augment=None,
@@ -131,12 +147,13 @@ class TrainDataset(Dataset):
         labels: str | Path | Sequence[str] | None = None,
         allow_pipes: bool = False,
         max_speakers: int | None = None,
+        check_files: str = "auto",
     ):
-        self.data = as_datadir(datadir, allow_pipes=allow_pipes)
+        self.data = as_index(datadir, allow_pipes=allow_pipes, check_files=check_files)
         if max_speakers is not None:  # the first speakers in sorted order (nested: 200 of them are in 1000)
             if max_speakers < 2:
                 raise ValueError(f"max_speakers must be at least 2, got {max_speakers}")
-            self.data = self.data.subset(self.data.speakers[:max_speakers])
+            self.data = self.data.speaker_subset(max_speakers)
         if chunk_seconds <= 0:
             raise ValueError("chunk_seconds must be positive")
         if sampling not in ("utterance", "speaker"):
@@ -154,7 +171,7 @@ class TrainDataset(Dataset):
         self.chunks_per_speaker = chunks_per_speaker
         self.utts = self.data.utts
         if labels is None:
-            self.speakers = self.data.speakers
+            self.speakers = list(self.data.speakers)
         else:
             self.speakers = load_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
             where = labels if isinstance(labels, (str, Path)) else "the given labels"
@@ -163,6 +180,8 @@ class TrainDataset(Dataset):
                 if spk not in known:
                     raise InputError(f"{where}: speaker {spk!r} of {self.data.path} has no label")
         self.spk2label = {s: i for i, s in enumerate(self.speakers)}
+        # the label of each utterance, as an array: items read it without touching Python objects
+        self.utt_label = np.array([self.spk2label[s] for s in self.data.speakers], dtype=np.int64)[self.data.spk]
         cfg = getattr(augment, "config", None)
         self.speed_factors: tuple[float, ...] = tuple(cfg.speed_factors) if cfg is not None and cfg.speed_perturb else ()
         self.speed_prob = cfg.speed_prob if self.speed_factors else 0.0
@@ -178,8 +197,8 @@ class TrainDataset(Dataset):
     def save_labels(self, path: str | Path) -> None:
         save_labels(path, self.speakers)
 
-    def label_of(self, utt: str) -> int:
-        return self.spk2label[self.data.utt2spk[utt]]
+    def label_of(self, utt: str | int) -> int:
+        return int(self.utt_label[self.data.row(utt)])
 
     # ---- epoch / indexing ------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -187,8 +206,8 @@ class TrainDataset(Dataset):
 
     def __len__(self) -> int:
         if self.sampling == "speaker":
-            return len(self.data.spk2utt) * self.chunks_per_speaker
-        return len(self.utts)
+            return len(self.data.speakers) * self.chunks_per_speaker
+        return len(self.data)
 
     def use_features(self, cache, frames: int) -> None:
         """Serve ``frames``-frame feature crops from ``cache`` (a
@@ -203,43 +222,43 @@ class TrainDataset(Dataset):
             raise IndexError(index)
         rng = item_rng(self.seed, epoch, index)
         if self.sampling == "speaker":
-            spk = self.data.speakers[index // self.chunks_per_speaker]
-            utts = self.data.spk2utt[spk]
-            utt = utts[rng.integers(len(utts))]
+            rows = self.data.utts_of(index // self.chunks_per_speaker)
+            row = int(rows[rng.integers(len(rows))])
         else:
-            utt = self.utts[index]
-        label = self.label_of(utt)
+            row = index
+        label = int(self.utt_label[row])
         if self.features is not None:  # offline augmentation: a crop of cached filterbanks
             prob = self.augment.config.prob if self.augment is not None else 0.0
-            return self.features.crop(utt, self.frames, rng, prob), label
+            return self.features.crop(self.utts[row], self.frames, rng, prob), label
         speed_idx = 0
         if self.speed_factors and rng.random() < self.speed_prob:
             speed_idx = 1 + int(rng.integers(len(self.speed_factors)))
         factor = self.speed_factors[speed_idx - 1] if speed_idx else 1.0
         need = int(round(self.chunk_samples * factor))  # samples to read before changing speed
-        wave = self.crop(utt, need, rng)
+        wave = self.crop(row, need, rng)
         if speed_idx:
             # Read at rate sr*factor, write at sr: 1.1 → faster and higher, as `sox speed`.
             wave = repeat_pad(soxr.resample(wave, self.sample_rate * factor, self.sample_rate, quality="HQ"), self.chunk_samples)
             label += speed_idx * len(self.speakers)
         if self.augment is not None:
-            wave = self.augment(wave, rng, speaker=self.data.utt2spk[utt])
+            wave = self.augment(wave, rng, speaker=self.data.speaker(row))
         return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32)), label
 
     # ---- audio -----------------------------------------------------------------------
-    def crop(self, utt: str, length: int, rng: np.random.Generator) -> np.ndarray:
-        """A random ``length``-sample crop of ``utt`` (see :func:`random_crop`)."""
-        dur = self.data.utt2dur.get(utt) if self.data.utt2dur else None
-        return random_crop(self.data, utt, length, self.sample_rate, rng, dur)
+    def crop(self, utt: str | int, length: int, rng: np.random.Generator) -> np.ndarray:
+        """A random ``length``-sample crop of ``utt`` (an id or a row; see :func:`random_crop`)."""
+        row = self.data.row(utt)
+        return random_crop(self.data, row, length, self.sample_rate, rng, self.data.duration(row))
 
     def random_chunks(self, rng: np.random.Generator, count: int, length: int, exclude_speaker: str | None = None) -> list[np.ndarray]:
         """``count`` crops of ``length`` samples from distinct other speakers when possible (babble)."""
-        speakers = [s for s in self.data.speakers if s != exclude_speaker] or self.data.speakers
+        every = range(len(self.data.speakers))
+        speakers = [k for k in every if self.data.speakers[k] != exclude_speaker] or list(every)
         picks = rng.choice(len(speakers), size=count, replace=count > len(speakers))
         out = []
         for k in picks:
-            utts = self.data.spk2utt[speakers[k]]
-            out.append(self.crop(utts[rng.integers(len(utts))], length, rng))
+            rows = self.data.utts_of(speakers[k])
+            out.append(self.crop(int(rows[rng.integers(len(rows))]), length, rng))
         return out
 
 
@@ -271,6 +290,7 @@ class ChunkSampler(DistributedSampler):
 __all__ = [
     "TrainDataset",
     "ChunkSampler",
+    "as_index",
     "save_labels",
     "load_labels",
     "repeat_pad",

@@ -138,7 +138,7 @@ def build(dataset, augmenter, fbank, copies: int, directory: str | Path, jobs: i
                     _WORK.clear()
             with open(tmp / "index.npy", "wb") as f:
                 save_npy(f, index)
-            meta = {"version": VERSION, "key": key, "utts": dataset.utts, "copies": copies,
+            meta = {"version": VERSION, "key": key, "utts": list(dataset.utts), "copies": copies,
                     "num_mel_bins": fbank.num_mel_bins, "frames": int(pos), "data": str(dataset.data.path)}
             with open(tmp / "meta.json", "w", encoding="utf-8") as f:
                 f.write(json.dumps(meta))
