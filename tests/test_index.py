@@ -179,3 +179,85 @@ def test_speaker_subset_keeps_the_first_speakers(tmp_path):
     sub = read_index(d, check_files="none").speaker_subset(2)
     ref = read_datadir(d, check_files=False)
     assert _of_index(sub) == _as_reference(ref.subset(["s0", "s1"]))
+
+
+# ---- the kept index (jeffreys.data.index_cache) ---------------------------------------
+from jeffreys.data import index_cache  # noqa: E402
+
+
+@pytest.fixture
+def kept(tmp_path, monkeypatch):
+    monkeypatch.setenv("JEFFREYS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(index_cache, "CACHE_FROM", 1)
+    d = tmp_path / "d"
+    utts = {f"u{i:02d}": f"s{i % 3}" for i in range(12)}
+    write_datadir(d, {u: f"/x/{u} a.wav" for u in utts}, utts, utt2dur={u: 1.0 + i / 8 for i, u in enumerate(utts)})
+    return d, tmp_path / "cache" / "index"
+
+
+def test_a_second_read_maps_the_kept_arrays_and_means_the_same(kept):
+    d, root = kept
+    first = read_index(d, check_files="none")
+    assert not isinstance(first.spk, np.memmap) and len(list(root.iterdir())) == 1
+    second = read_index(d, check_files="none")
+    assert isinstance(second.spk, np.memmap)
+    assert _of_index(second) == _of_index(first) == _as_reference(read_datadir(d, check_files=False))
+    assert isinstance(read_index(d, check_files="none", cache=False).spk, np.ndarray)
+
+
+def test_an_edited_table_is_read_afresh(kept):
+    d, root = kept
+    read_index(d, check_files="none")
+    text = (d / "utt2spk").read_text().replace("u00 s0", "u00 s9")
+    (d / "utt2spk").write_text(text)
+    (d / "spk2utt").unlink()
+    got = read_index(d, check_files="none")
+    assert got.speaker("u00") == "s9" and len(list(root.iterdir())) == 2
+
+
+@pytest.mark.parametrize("damage", ["offsets", "speaker", "truncated", "dtype", "missing"])
+def test_a_damaged_entry_is_not_trusted(kept, damage):
+    d, root = kept
+    want = _of_index(read_index(d, check_files="none"))
+    (entry,) = root.iterdir()
+    if damage == "offsets":
+        np.save(entry / "utts.offsets.npy", np.array([0, 5, 3] + [3] * 10, dtype=np.int64))
+    elif damage == "speaker":
+        np.save(entry / "spk.npy", np.full(12, 7, dtype=np.int32))
+    elif damage == "truncated":
+        data = (entry / "entries.blob.npy").read_bytes()
+        (entry / "entries.blob.npy").write_bytes(data[: len(data) // 2])
+    elif damage == "dtype":
+        np.save(entry / "dur.npy", np.ones(12, dtype=np.float32))
+    else:
+        (entry / "spk.npy").unlink()
+    got = read_index(d, check_files="none")
+    assert not isinstance(got.spk, np.memmap) and _of_index(got) == want
+
+
+def test_the_newest_entries_are_kept(kept, monkeypatch, tmp_path):
+    d, root = kept
+    monkeypatch.setattr(index_cache, "KEEP", 2)
+    dirs = []
+    for n in range(4):
+        e = tmp_path / f"e{n}"
+        write_datadir(e, {"a": "/x/a.wav", "b": "/x/b.wav"}, {"a": "s", "b": "t"})
+        read_index(e, check_files="none")
+        dirs.append(e)
+    assert len(list(root.iterdir())) == 2
+    assert isinstance(read_index(dirs[-1], check_files="none").spk, np.memmap)
+    assert not isinstance(read_index(dirs[0], check_files="none").spk, np.memmap)
+
+
+def test_an_unwritable_cache_is_skipped(kept, tmp_path, monkeypatch):
+    d, _ = kept
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("JEFFREYS_CACHE_DIR", str(tmp_path / "file" / "below"))
+    assert len(read_index(d, check_files="none")) == 12
+
+
+def test_audio_files_are_checked_after_a_kept_index_is_loaded(kept):
+    d, _ = kept
+    read_index(d, check_files="none")
+    with pytest.raises(InputError, match="not found"):
+        read_index(d, check_files="all")

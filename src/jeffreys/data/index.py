@@ -440,20 +440,29 @@ def _entry_key(index: UttIndex, i: int) -> str:
     return (index.utts if index.recordings is None else index.recordings)[i]
 
 
-def read_index(path: str | Path, *, check_files: str = "auto", allow_pipes: bool = False) -> UttIndex:
-    """Read a data dir into a :class:`UttIndex` (module docstring)."""
+def read_index(path: str | Path, *, check_files: str = "auto", allow_pipes: bool = False, cache: bool = True) -> UttIndex:
+    """Read a data dir into a :class:`UttIndex` (module docstring). ``cache``: reuse the
+    index kept by an earlier read of the same, unchanged tables, and keep this one
+    (:mod:`jeffreys.data.index_cache`, data dirs of 50,000 utterances and more)."""
+    from . import index_cache
+
     path = Path(path)
     if check_files not in CHECK_FILES:
         raise ValueError(f"check_files must be one of {', '.join(CHECK_FILES)}, got {check_files!r}")
     if not path.is_dir():
         raise InputError(f"{shown(path)}: not a directory")
-    try:
-        index = _read_plain(path, allow_pipes)
-    except _Irregular:
-        index = UttIndex.from_datadir(read_datadir(path, check_files=check_files == "all", allow_pipes=allow_pipes))
-        if check_files == "all":
-            return index
-    _check_files(index, check_files)
+    index = index_cache.load(path, allow_pipes) if cache else None
+    checked = False
+    if index is None:
+        try:
+            index = _read_plain(path, allow_pipes)
+        except _Irregular:
+            checked = check_files == "all"
+            index = UttIndex.from_datadir(read_datadir(path, check_files=checked, allow_pipes=allow_pipes))
+        if cache and len(index) >= index_cache.CACHE_FROM:
+            index_cache.store(index, path, allow_pipes)
+    if not checked:
+        _check_files(index, check_files)
     return index
 
 
