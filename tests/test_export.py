@@ -71,3 +71,35 @@ def test_export_errors(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "bad.pt" in err and "\n" not in err
     assert not (tmp_path / "o.onnx").exists()
+
+
+def test_vad_waveform_export_takes_one_utterance_a_run(model, tmp_path):
+    """A model with Kaldi's front-end (sliding mean, energy VAD): the graph selects the voiced
+    frames itself, so its batch is 1; each row equals the model's, silences of any length."""
+    import dataclasses
+
+    from jeffreys.models.resnet import SpeakerModel
+
+    kaldi = SpeakerModel(dataclasses.replace(model.config, feature_norm="sliding", cmn_window=40, vad="energy"))
+    kaldi.load_state_dict(model.state_dict())
+    kaldi.eval()
+    out = tmp_path / "vad.onnx"
+    summary = export_onnx(kaldi, out)
+    assert summary["max_rel_diff"] < TOLERANCE and summary["input_shape"] == "[1, samples]"
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[0] == 1
+    g = torch.Generator().manual_seed(7)
+    x = 0.2 * torch.randn(4, 12345, generator=g)
+    for i, gap in enumerate([0, 3000, 6000, 12345]):  # the last: all silent, so every frame kept
+        x[i, 2000 - (gap == 12345) * 2000 : 2000 + gap] *= 1e-4
+    _, keep = kaldi.voiced_features(x)
+    assert len(set(keep.sum(1).tolist())) == 3 and keep[0].all() and keep[3].all()
+    with torch.no_grad():
+        want = kaldi(x).numpy()
+    got = np.concatenate([session.run(None, {"waves": x[i : i + 1].numpy()})[0] for i in range(4)])
+    assert rel_err(got, want) < TOLERANCE
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert {k: props[f"jeffreys.{k}"] for k in ("feature_norm", "cmn_window", "vad", "vad_energy_threshold",
+                                                 "vad_proportion_threshold")} == \
+        {"feature_norm": "sliding", "cmn_window": "40", "vad": "energy", "vad_energy_threshold": "5.5",
+         "vad_proportion_threshold": "0.12"}

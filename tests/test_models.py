@@ -240,5 +240,5 @@ def test_feature_norm_reaches_the_front_end_and_the_bundle(tmp_path, norm):
     assert b.config["feature_norm"] == norm and b.model.fbank.level_norm == (norm == "level")
     waves = torch.randn(2, 5000) * 0.1
     torch.testing.assert_close(b.model(waves), model(waves), rtol=0, atol=0)
-    with pytest.raises(InputError, match="feature_norm must be one of mean, level, none"):
+    with pytest.raises(InputError, match="feature_norm must be one of mean, level, sliding, none"):
         from_dict(ResNetConfig, {"feature_norm": "cmvn"}, source="m.yaml", prefix="model")

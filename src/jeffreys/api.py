@@ -128,6 +128,34 @@ def _onnx_int(props: dict[str, str], key: str, path: Path) -> int:
     return int(value)
 
 
+def _onnx_frontend(props: dict[str, str], path: Path):
+    """The front-end keys of the metadata as a :class:`jeffreys.features.FrontEnd`; a key
+    absent (an export from before it) has its default, the front-end such files had."""
+    from .features import FRONTEND_KEYS, FrontEnd
+
+    values: dict[str, Any] = {}
+    for key in FRONTEND_KEYS:
+        text = props.get(f"jeffreys.{key}")
+        if text is None:
+            continue
+        kind = type(getattr(FrontEnd, key))
+        value: Any = text
+        if kind is int:
+            value = int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else text
+        elif kind is float:
+            try:
+                value = float(text) if len(text) <= 40 else text
+            except ValueError:
+                pass
+        try:
+            FrontEnd(**{key: value})  # each key checked alone, so that the error names it
+        except ValueError as e:
+            why = str(e).removeprefix(f"{key} ")
+            raise InputError(f"{path}: ONNX metadata 'jeffreys.{key}' {why}") from None
+        values[key] = value
+    return FrontEnd(**values)
+
+
 def _strict_json(text: str, what: str, path: Path) -> Any:
     def no_constant(name: str):
         raise ValueError(f"{name} is not a number JSON allows")
@@ -183,15 +211,16 @@ class _OnnxBackend:
             raise InputError(f"{path}: ONNX metadata 'jeffreys.meta' must be a JSON object, got {type(meta).__name__}")
         self.meta = meta
         self.frontend = _Frontend(self.sample_rate, frame_length, frame_shift)
-        self.fbank = None
+        # Checked for either input (a waveform graph has its front-end inside): bad values
+        # mean a damaged or forged file.
+        options = _onnx_frontend(props, path)
+        self.fbank, self.vad = None, None
         if self.input == "features":
-            from .features import FEATURE_NORMS, Fbank
+            from .features import Fbank
 
-            # Exports from before feature_norm carry no key: their front-end was the mean one.
-            norm = props.get("jeffreys.feature_norm", "mean")
-            if norm not in FEATURE_NORMS:
-                raise InputError(f"{path}: ONNX metadata 'jeffreys.feature_norm' must be mean, level or none, got {norm[:40]!r}")
-            self.fbank = Fbank.with_norm(norm, num_mel_bins=num_mel_bins, sample_rate=self.sample_rate)
+            self.fbank = Fbank.with_norm(options.feature_norm, cmn_window=options.cmn_window, num_mel_bins=num_mel_bins,
+                                         sample_rate=self.sample_rate)
+            self.vad = options.energy_vad()
             if (self.fbank.frame_length, self.fbank.frame_shift) != (frame_length, frame_shift):
                 raise InputError(f"{path}: frames of {frame_length}/{frame_shift} samples are not the front-end's "
                                  f"({self.fbank.frame_length}/{self.fbank.frame_shift}) at {self.sample_rate} Hz")
@@ -212,6 +241,8 @@ class _OnnxBackend:
         if self.input == "features" and isinstance(ins[0].shape[2], int) and ins[0].shape[2] != num_mel_bins:
             raise InputError(f"{path}: the graph takes {ins[0].shape[2]} mel bins, its metadata says {num_mel_bins}")
         self.input_name = ins[0].name
+        # A waveform graph with the VAD inside takes one utterance per run (jeffreys.export)
+        self.one_row = self.input == "waveform" and ins[0].shape[0] == 1
 
     @staticmethod
     def _providers(ort, device: str) -> list:
@@ -225,12 +256,24 @@ class _OnnxBackend:
             return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         raise InputError(f"device {name!r}: this onnxruntime has no provider for it (available: {', '.join(ort.get_available_providers())})")
 
+    def _run(self, x):
+        import torch
+
+        out = self.session.run(None, {self.input_name: np.ascontiguousarray(x.numpy())})[0]
+        return torch.from_numpy(np.ascontiguousarray(out))
+
     def _forward(self, waves):
         import torch
 
-        x = self.fbank(waves) if self.fbank is not None else waves
-        out = self.session.run(None, {self.input_name: x.numpy()})[0]
-        return torch.from_numpy(np.ascontiguousarray(out))
+        from .features import embed_voiced, keep_frames
+
+        if self.fbank is None:
+            return torch.cat([self._run(w) for w in waves.split(1)]) if self.one_row else self._run(waves)
+        if self.vad is None:
+            return self._run(self.fbank(waves))
+        # a features export leaves the VAD to its caller: the kept frames of each row alone
+        feats, log_energy = self.fbank(waves, energy=True)
+        return embed_voiced(self._run, feats, keep_frames(self.vad(log_energy)))
 
     def embed(self, waves: list[np.ndarray], names: list[str], batch_seconds: float, max_chunk_seconds: float) -> np.ndarray:
         from .extract import PieceBatcher

@@ -20,6 +20,9 @@ The experiment is the YAML file ``jeffreys/conf/demo_experiment.yaml`` (``${CORP
 the corpus directory, ``${OUT}`` the output; its systems train with
 ``jeffreys/conf/demo.yaml``); ``--quick`` merges ``jeffreys/conf/demo_quick.yaml`` over it,
 shrinking corpus, training and bootstrap to a smoke run that exercises every stage.
+``--set KEY=VALUE`` (repeatable) sets a key of every system's training config, e.g.
+``--set model.feature_norm=sliding`` or ``--set model.vad=energy --set data.offline_copies=0``
+(it is the experiment's ``--set train.KEY=VALUE``); the runs' stamps follow their configs.
 ``--study speakers`` runs ``jeffreys/conf/study_speakers.yaml`` instead: where the
 regulariser's effect lives as the number of training speakers grows (and draws
 ``OUT/effect_vs_speakers.png``). ``--real-voices DIR`` (a ``jeffreys prepare debvoices``
@@ -68,13 +71,16 @@ DEMOS = {
 }
 
 
-def demo_config(demo: Demo, corpus: Path, out: Path, quick: bool, seed: int, seeds: list[int] | None = None) -> ExperimentConfig:
+def demo_config(demo: Demo, corpus: Path, out: Path, quick: bool, seed: int, seeds: list[int] | None = None,
+                train_set: dict | None = None) -> ExperimentConfig:
     """A packaged experiment with ``${CORPUS}`` and ``${OUT}`` filled in (and, for ``--quick``,
-    ``conf/demo_quick.yaml`` merged over it)."""
+    ``conf/demo_quick.yaml`` merged over it); ``train_set``: dotted keys of the training
+    config (``{"model.feature_norm": "sliding"}``) set for every system."""
     conf = resources.files("jeffreys") / "conf"
     with resources.as_file(conf / demo.config) as path:
         patch = yaml.safe_load((conf / "demo_quick.yaml").read_text(encoding="utf-8")) if quick else {}
         overrides = {"seed": seed, **({"seeds": list(seeds)} if seeds else {})}
+        overrides.update({f"train.{k}": v for k, v in (train_set or {}).items()})
         return load_experiment(path, overrides, variables={"CORPUS": str(corpus), "OUT": str(out)}, patch=patch)
 
 
@@ -175,10 +181,16 @@ def cli_demo(argv: list[str]) -> int:
     parser.add_argument("--real-voices", type=Path, metavar="DIR",
                         help="also evaluate on recorded voices: a `jeffreys prepare debvoices` output (DIR/eval with "
                         "its trial lists), next to the MFCC-statistics baseline on the same trials (docs/real-voices.md)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="train_set",
+                        help="set a key of every system's training config (repeatable), e.g. model.feature_norm=sliding, "
+                        "model.vad=energy (with data.offline_copies=0: the feature cache keeps no frame energies)")
     parser.add_argument("--study", choices=[k for k in DEMOS if k != "table1"],
                         help="run a packaged study instead of Table 1: 'speakers' (the effect against the number "
                         "of training speakers, 5 seeds, about 50 minutes on 2 cores)")
     args = parser.parse_args(argv)
+    from .config import parse_overrides
+
+    train_set = parse_overrides(args.train_set)  # checked before any work
     demo = DEMOS[args.study or "table1"]
     out = args.out or Path(demo.out)
     real_sets = []
@@ -193,8 +205,13 @@ def cli_demo(argv: list[str]) -> int:
         m, s = divmod(time.monotonic() - t0, 60)
         print(f"[{int(m):2d}:{s:04.1f}] {msg}", flush=True)
 
+    cfg = demo_config(demo, (out / "corpus").resolve(), out.resolve(), args.quick, args.seed, args.seeds, train_set)
+    if train_set:  # a bad key or value fails now, not after the corpus is built
+        from .experiment.config import train_config_of
+
+        for system in cfg.systems:
+            train_config_of(system, cfg, cfg.seeds[0])
     corpus = build_corpus(out / "corpus", demo.quick_corpus if args.quick else demo.corpus, args.seed, log)
-    cfg = demo_config(demo, corpus.resolve(), out.resolve(), args.quick, args.seed, args.seeds)
     cfg.eval_sets.extend(real_sets)
     results = run_experiment(cfg, out, t0=t0)
     real, real_md = None, ""

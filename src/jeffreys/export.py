@@ -12,11 +12,24 @@ them one at a time).
 num_mel_bins]``, the log mel filterbanks of :class:`jeffreys.features.Fbank` normalised as
 the model's ``feature_norm`` says (``SpeakerModel.features``), for pipelines that compute or cache features themselves.
 
+Energy VAD (a model with ``vad: energy``). The waveform graph contains it: features of all
+frames, normalised, then only the voiced frames (or all, when fewer than
+``jeffreys.features.VAD_MIN_FRAMES`` are) go on to the ResNet. That selection gives each
+utterance its own length, so the graph takes one utterance per run: its input is ``[1,
+samples]``, and :func:`jeffreys.load` runs the rows of a batch one by one. A features
+export leaves the VAD to the caller, as the normalisation: feed it each utterance's
+normalised features of the kept frames only (``jeffreys.features``: ``Fbank(...,
+energy=True)``, ``EnergyVad`` on the log energies, ``keep_frames``), as
+:func:`jeffreys.load` does with the ``jeffreys.vad*`` metadata.
+
 The export uses torch's dynamo exporter (``torch.export`` + onnxscript): the TorchScript
 exporter cannot express the front-end's framing (``unfold``) nor its complex ``rfft``.
 
 The file carries metadata (``metadata_props``): ``jeffreys.input``, ``sample_rate``,
-``num_mel_bins``, ``embed_dim``, ``frame_length``/``frame_shift`` (samples), ``feature_norm``, the bundle's
+``num_mel_bins``, ``embed_dim``, ``frame_length``/``frame_shift`` (samples), the front-end keys of
+:class:`jeffreys.features.FrontEnd` (``feature_norm``, ``cmn_window``, ``vad``, ``vad_energy_threshold``,
+``vad_energy_mean_scale``, ``vad_frames_context``, ``vad_proportion_threshold``; a file without
+one was exported before it existed and has its default), the bundle's
 ``meta`` as JSON (``mean``, ``threshold``, ``calibration``) and ``jeffreys.decision``: the
 decision rule that meta implies (:mod:`jeffreys.decision`: the score, the calibration, the
 threshold and whether it applies to the score or the LLR), so that a deployment centres and
@@ -28,6 +41,7 @@ embeddings of a random batch (of another shape than the traced one) must equal P
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import warnings
@@ -55,10 +69,21 @@ class _FeaturesInput(torch.nn.Module):
 
 
 def example_input(model, input: str, batch: int, seconds: float, seed: int = 0) -> torch.Tensor:
-    """A random input of the given shape: noise waveforms, or their features."""
+    """A random input of the given shape: noise waveforms, or their features. For a model
+    with a VAD, each row has a near-silent stretch of its own length, so that the check
+    sees frames dropped (steady noise is voiced throughout)."""
     g = torch.Generator().manual_seed(seed)
     waves = 0.1 * torch.randn(batch, int(seconds * model.fbank.sample_rate), generator=g)
+    if getattr(model, "vad", None) is not None:
+        n = waves.shape[1]
+        for i in range(batch):
+            waves[i, n // 4 : n // 4 + n * (i + 1) // (2 * batch + 2)] *= 1e-4
     return waves if input == "waveform" else model.features(waves)
+
+
+def one_row(model, input: str) -> bool:
+    """Whether the graph takes one utterance per run: a waveform graph with the VAD inside."""
+    return input == "waveform" and getattr(model, "vad", None) is not None
 
 
 def onnx_metadata(model, input: str, meta: dict | None, where="model") -> dict[str, str]:
@@ -67,7 +92,10 @@ def onnx_metadata(model, input: str, meta: dict | None, where="model") -> dict[s
     scores and decides as ``jeffreys verify`` and :func:`jeffreys.load` do."""
     from .decision import DecisionRule
 
+    from .features import FrontEnd
+
     fb = model.fbank
+    frontend = getattr(model, "frontend", None) or FrontEnd(feature_norm=fb.norm, cmn_window=fb.cmn_window)
     rule = DecisionRule.of(meta or {}, where)
     try:
         meta_json = json.dumps(meta or {}, allow_nan=False)
@@ -80,7 +108,7 @@ def onnx_metadata(model, input: str, meta: dict | None, where="model") -> dict[s
         "jeffreys.embed_dim": str(model.embed_dim),
         "jeffreys.frame_length": str(fb.frame_length),
         "jeffreys.frame_shift": str(fb.frame_shift),
-        "jeffreys.feature_norm": fb.norm,
+        **{f"jeffreys.{k}": repr(v) if isinstance(v, float) else str(v) for k, v in dataclasses.asdict(frontend).items()},
         "jeffreys.meta": meta_json,
         "jeffreys.decision": json.dumps(rule.as_dict(), allow_nan=False),
     }
@@ -118,8 +146,10 @@ def export_onnx(model, out: str | Path, *, input: str = "waveform", opset: int |
     # assumes batch >= 2 and enough samples that the last stage keeps 2 frames, but nothing
     # in the graph depends on that: tests/test_export.py runs batch 1 and one 25 ms frame);
     # explicit Dims with those minima fail export and fall back to a slow retrace.
-    example = example_input(model, input, 2, 2.0)
-    dynamic = {name: {0: torch.export.Dim.AUTO, 1: torch.export.Dim.AUTO}}
+    single = one_row(model, input)
+    example = example_input(model, input, 1 if single else 2, 2.0)
+    # A VAD graph's batch is 1 (each row keeps frames of its own number): static
+    dynamic = {name: ({} if single else {0: torch.export.Dim.AUTO}) | {1: torch.export.Dim.AUTO}}
     props = onnx_metadata(model, input, meta, out)  # a bad meta fails before the export's work
     with AtomicFiles() as files:  # appears only when exported, checked and complete
         tmp = str(files.temp(out))
@@ -143,7 +173,9 @@ def export_onnx(model, out: str | Path, *, input: str = "waveform", opset: int |
             entry.key, entry.value = key, value
         onnx.checker.check_model(proto)
         onnx.save(proto, tmp)
-        summary = {"path": str(out), "input": input, "input_name": name, "output_name": "embeddings", "opset": proto.opset_import[0].version}
+        shape = f"[{1 if single else 'batch'}, samples]" if input == "waveform" else "[batch, frames, mels]"
+        summary = {"path": str(out), "input": input, "input_name": name, "input_shape": shape, "output_name": "embeddings",
+                   "opset": proto.opset_import[0].version}
         if check:
             err = parity(module, tmp, input, model)
             summary["max_rel_diff"] = err
@@ -160,7 +192,9 @@ def parity(module, path: str | Path, input: str, model) -> float:
     with torch.no_grad():
         want = module(x).double().numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0].astype(np.float64)
+    name = session.get_inputs()[0].name
+    rows = [x[i : i + 1] for i in range(len(x))] if one_row(model, input) else [x]
+    got = np.concatenate([session.run(None, {name: r.numpy()})[0] for r in rows]).astype(np.float64)
     return float(np.max(np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)))
 
 
@@ -191,18 +225,18 @@ def cli_export(argv: list[str]) -> int:
     p.add_argument(
         "--input", choices=INPUTS, default="waveform",
         help="graph input: waveform [batch, samples] in [-1, 1] (front-end included, default) or "
-        "features [batch, frames, mels] (mean-normalised log mel filterbanks of jeffreys.features)",
+        "features [batch, frames, mels] (log mel filterbanks of jeffreys.features, normalised as the "
+        "model's feature_norm; with vad: energy, of the voiced frames only)",
     )
     p.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime vs PyTorch check")
     a = p.parse_args(argv)
     s = export_onnx(a.model, a.onnx, input=a.input, opset=a.opset, check=not a.no_check)
-    shape = "[batch, samples]" if a.input == "waveform" else "[batch, frames, mels]"
-    line = f"jeffreys export: wrote {s['path']} (opset {s['opset']}, input {s['input_name']} {shape} -> embeddings)"
+    line = f"jeffreys export: wrote {s['path']} (opset {s['opset']}, input {s['input_name']} {s['input_shape']} -> embeddings)"
     if "max_rel_diff" in s:
         line += f"; onnxruntime vs PyTorch: max relative difference {s['max_rel_diff']:.2e}"
     print(line)
     return 0
 
 
-__all__ = ["export_onnx", "parity", "onnx_metadata", "cli_export", "TOLERANCE", "INPUTS"]
+__all__ = ["export_onnx", "parity", "onnx_metadata", "one_row", "cli_export", "TOLERANCE", "INPUTS"]

@@ -69,8 +69,29 @@ CHECKPOINT_FORMAT = "jeffreys-checkpoint/1"
 # except epochs/steps, which extend or shorten it).
 RESUMABLE_CHANGES = {
     "epochs", "steps", "checkpoint_every", "keep_checkpoints", "log_every", "progress",
-    "num_threads", "data.num_workers", "data.feature_cache", "device",
+    "num_threads", "data.num_workers", "data.feature_cache", "device", "data.check_files",
 }
+
+
+def _added_defaults() -> dict[tuple[str, str], Any]:
+    """Keys added after models were trained without them, at the value that reproduces
+    those models: the front-end options of Kaldi's recipe, which files are checked."""
+    from .features import FRONTEND_KEYS, FrontEnd
+
+    neutral = FrontEnd()
+    added = {("model", k): getattr(neutral, k) for k in FRONTEND_KEYS if k != "feature_norm"}
+    return {**added, ("data", "check_files"): "auto"}
+
+
+def comparable(config: dict) -> dict:
+    """A training config as a dict, without the keys of :func:`_added_defaults` at their
+    neutral value: what stamps and resume checks compare, so that an upgrade that adds an
+    option neither retrains finished runs nor refuses to resume interrupted ones."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for (section, key), value in _added_defaults().items():
+        if isinstance(out.get(section), dict) and key in out[section] and out[section][key] == value:
+            del out[section][key]
+    return out
 
 
 # ---- config --------------------------------------------------------------------------
@@ -162,6 +183,9 @@ class TrainConfig:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.device != "auto":
             check_device_name(self.device, "key 'device':")
+        if self.data.offline_copies and self.model.args.get("vad", "none") != "none":
+            raise ValueError("model.vad: energy decides on each frame's energy, which the feature cache of "
+                             "data.offline_copies does not keep: set data.offline_copies: 0 (waveform chunks)")
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> TrainConfig:
@@ -385,6 +409,9 @@ class Trainer:
         from .features import Fbank
 
         cfg, fb = self.config.data, self.model.fbank
+        if self.model.vad is not None:  # the cache keeps filterbanks only, not the frames' energies
+            raise InputError("model.vad: energy decides on each frame's energy, which the feature cache does not keep: "
+                             "train it on waveform chunks (data.offline_copies: 0)")
         fbank = Fbank(num_mel_bins=fb.num_mel_bins, sample_rate=fb.sample_rate, mean_norm=False)
         where = Path(cfg.feature_cache) if cfg.feature_cache else cache_dir() / "features"
         if self.dataset.speed_factors:
@@ -395,7 +422,7 @@ class Trainer:
             augment = Augmenter(cfg.augment, sample_rate=fb.sample_rate, seed=cfg.augment.rir_seed, babble_source=full)
         directory = feature_cache.build(full, augment, fbank, cfg.offline_copies, where,
                                         log=print if self.dist.main and self.config.progress else None)
-        self.dataset.use_features(feature_cache.FeatureCache(directory, self.dataset.utts, fb.norm),
+        self.dataset.use_features(feature_cache.FeatureCache(directory, self.dataset.utts, fb.norm, fb.cmn_window),
                                   fb.num_frames(self.dataset.chunk_samples))
 
     # -- experiment dir --
@@ -405,7 +432,8 @@ class Trainer:
         if self.resume and ckpts:
             old_path = exp / "config.yaml"
             if old_path.is_file():
-                changed = [k for k in _config_changes(load_yaml(old_path) or {}, to_dict(cfg)) if k not in RESUMABLE_CHANGES]
+                changed = [k for k in _config_changes(comparable(load_yaml(old_path) or {}), comparable(to_dict(cfg)))
+                           if k not in RESUMABLE_CHANGES]
                 if changed:
                     raise InputError(f"{old_path}: cannot resume with a different config (changed: {', '.join(changed)})")
             ckpt = _load_checkpoint(ckpts[-1])

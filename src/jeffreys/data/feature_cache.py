@@ -149,9 +149,10 @@ class FeatureCache:
     """A built cache, memory-mapped: :meth:`crop` gives the features of a training chunk.
     ``utts``: those the caller will ask for (all in the cache; a subset is fine)."""
 
-    def __init__(self, directory: str | Path, utts: list[str], norm: str = "mean"):
+    def __init__(self, directory: str | Path, utts: list[str], norm: str = "mean", cmn_window: int = 300):
         directory = Path(directory)
         self.norm = norm  # the model front-end's feature_norm, applied per crop
+        self.cmn_window = cmn_window  # its window, for norm "sliding"
         try:
             meta = json.loads(read_text(directory / "meta.json", "feature cache meta")[1])
             if not isinstance(meta, dict):
@@ -170,8 +171,8 @@ class FeatureCache:
     def crop(self, utt: str, frames: int, rng: np.random.Generator, augment_prob: float) -> torch.Tensor:
         """``frames`` consecutive frames of ``utt`` (wrapped around when shorter) from its clean
         version, or with probability ``augment_prob`` from one of its augmented copies;
-        normalised over the crop (``norm``: per-bin mean, overall level or none), as the online
-        front-end normalises a chunk."""
+        normalised over the crop (``norm``: per-bin mean, overall level, Kaldi's sliding per-bin
+        mean of ``cmn_window`` frames or none), as the online front-end normalises a chunk."""
         copy = 1 + int(rng.integers(self.copies)) if rng.random() < augment_prob else 0
         start, n = self.index[self.row[utt], copy]
         offset = int(rng.integers(0, n - frames + 1)) if n > frames else 0
@@ -182,6 +183,10 @@ class FeatureCache:
             x = x - x.mean(axis=0, keepdims=True)
         elif self.norm == "level":
             x = x - x.mean()
+        elif self.norm == "sliding":
+            from ..features import sliding_cmn
+
+            return sliding_cmn(torch.from_numpy(x)[None], self.cmn_window)[0]
         return torch.from_numpy(x)
 
 

@@ -51,10 +51,12 @@ def plan_training(spec: SystemSpec, seed: int, cfg: ExperimentConfig, out: Path,
         if not path.is_file():
             raise InputError(f"system {spec.name!r}: model {path} not found")
         return path
+    from ..train import comparable
+
     tcfg = train_config_of(spec, cfg, seed)
     exp = run_dir(out, spec.name, seed) / "train"
     name = f"{spec.name}/seed-{seed}"
-    key = digest(to_dict(tcfg))
+    key = digest(comparable(to_dict(tcfg)))
     if stamps.done(f"{name}/train", key, [exp / "model.pt"]):
         return exp / "model.pt"
     resume = False
@@ -63,7 +65,7 @@ def plan_training(spec: SystemSpec, seed: int, cfg: ExperimentConfig, out: Path,
         from ..train import TrainConfig
 
         try:
-            resume = digest(to_dict(load_config(TrainConfig, old))) == key
+            resume = digest(comparable(to_dict(load_config(TrainConfig, old)))) == key
         except InputError:
             resume = False
     if exp.exists() and not resume:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..features import FEATURE_NORMS
+from ..features import FRONTEND_KEYS, KALDI_CMN_WINDOW, FrontEnd
 from ..registry import MODELS, ModelSpec
 
 
@@ -39,11 +39,22 @@ class ResNetConfig:
     # shrinks the effective learning rate; the norm layer pins it. Big, long runs cope
     # without (the paper's model has none); short CPU runs do not learn without it (docs/training.md).
     embed_bn: bool = False
-    # Normalisation of the log mel filterbanks per utterance: "mean" subtracts each bin's mean
-    # over time (the paper's front-end); "level" only the utterance's overall log level, so
-    # the long-term spectral shape (a speaker's and microphone's colouring) reaches the
-    # network; "none" keeps the raw log energies.
+    # Normalisation of the log mel filterbanks: "mean" subtracts each bin's mean over the
+    # utterance (this project's default: the paper says only "60-dimensional filter-banks"
+    # and points to Kaldi's VoxCeleb recipe); "sliding" each bin's mean over cmn_window frames
+    # around each frame (the recipe's apply-cmvn-sliding, 300 frames = 3 s); "level" only the
+    # utterance's overall log level, so the long-term spectral shape (a speaker's and
+    # microphone's colouring) reaches the network; "none" keeps the raw log energies.
     feature_norm: str = "mean"
+    cmn_window: int = KALDI_CMN_WINDOW
+    # "energy": only the frames Kaldi's energy VAD (compute-vad) marks voiced are embedded,
+    # selected after the normalisation as in the recipe (jeffreys.features); the vad_* keys
+    # are compute-vad's options, defaults those of the recipe's conf/vad.conf. "none": all frames.
+    vad: str = "none"
+    vad_energy_threshold: float = 5.5
+    vad_energy_mean_scale: float = 0.5
+    vad_frames_context: int = 2
+    vad_proportion_threshold: float = 0.12
 
     def __post_init__(self) -> None:
         n = len(self.widths)
@@ -58,8 +69,7 @@ class ResNetConfig:
         for name in ("num_mel_bins", "embed_dim", "sample_rate", "stem_stride"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.feature_norm not in FEATURE_NORMS:
-            raise ValueError(f"feature_norm must be one of {', '.join(FEATURE_NORMS)}, got {self.feature_norm!r}")
+        FrontEnd(**{k: getattr(self, k) for k in FRONTEND_KEYS})  # checks the front-end keys
         if self.stem_width is not None and self.stem_width < 1:
             raise ValueError(f"stem_width must be a positive integer, got {self.stem_width}")
 
@@ -177,6 +187,15 @@ class SpeakerModel(nn.Module):
     module, so a saved model needs nothing else; :meth:`embed_features` skips the front-end
     for callers that compute or cache the features themselves. ``SpeakerModel(cfg)`` with a
     :class:`ResNetConfig` builds the ResNet; a :class:`jeffreys.registry.ModelSpec` any kind.
+
+    The front-end keys (:class:`jeffreys.features.FrontEnd`: ``feature_norm``, ``cmn_window``,
+    ``vad`` and its options) are read from the model section; a section without them (a
+    bundle from before them, a plug-in kind) gets the defaults: per-utterance mean, no VAD.
+    With ``vad: energy`` :meth:`forward` embeds the voiced frames only, normalised over all
+    frames first (Kaldi's order): in training mode each row's voiced frames repeated to the
+    row's length (:func:`~jeffreys.features.wrap_voiced`: the batch keeps its shape); in eval
+    mode each row's voiced frames alone (:func:`~jeffreys.features.embed_voiced`). A row with
+    fewer than :data:`~jeffreys.features.VAD_MIN_FRAMES` voiced frames keeps all its frames.
     """
 
     def __init__(self, cfg: ResNetConfig | ModelSpec):
@@ -190,8 +209,10 @@ class SpeakerModel(nn.Module):
         self.num_mel_bins = int(cfg.args["num_mel_bins"])
         self.embed_dim = int(cfg.args["embed_dim"])
         self.sample_rate = int(cfg.args.get("sample_rate", 16000))
-        self.fbank = Fbank.with_norm(cfg.args.get("feature_norm", "mean"), num_mel_bins=self.num_mel_bins,
-                                     sample_rate=self.sample_rate)
+        self.frontend = FrontEnd.of(cfg.args)
+        self.fbank = Fbank.with_norm(self.frontend.feature_norm, cmn_window=self.frontend.cmn_window,
+                                     num_mel_bins=self.num_mel_bins, sample_rate=self.sample_rate)
+        self.vad = self.frontend.energy_vad()  # None: every frame is embedded
 
     @property
     def config(self):
@@ -199,17 +220,35 @@ class SpeakerModel(nn.Module):
         return getattr(self.embedder, "config", None) or self.spec
 
     def features(self, waves: torch.Tensor) -> torch.Tensor:
-        """Log mel filterbanks [B, frames, mels] normalised as ``feature_norm`` says, without gradient."""
+        """Log mel filterbanks [B, frames, mels] of every frame, normalised as ``feature_norm``
+        says, without gradient (the VAD's selection is not applied: :meth:`voiced_features`)."""
+        return self.voiced_features(waves)[0]
+
+    def voiced_features(self, waves: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(features, keep)``: :meth:`features` and, with ``vad: energy``, the frames to
+        embed ``[B, frames]`` (:func:`~jeffreys.features.keep_frames`), else None."""
+        from ..features import keep_frames
+
         if waves.dim() != 2:
             raise ValueError(f"waveforms must be [batch, samples], got shape {tuple(waves.shape)}")
         with torch.no_grad():
-            return self.fbank(waves.float())
+            if self.vad is None:
+                return self.fbank(waves.float()), None
+            feats, log_energy = self.fbank(waves.float(), energy=True)
+            return feats, keep_frames(self.vad(log_energy))
 
     def embed_features(self, feats: torch.Tensor) -> torch.Tensor:
         return self.embedder(feats)
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        return self.embedder(self.features(waves))
+        from ..features import embed_voiced, wrap_voiced
+
+        feats, keep = self.voiced_features(waves)
+        if keep is None:
+            return self.embedder(feats)
+        if self.training:
+            return self.embedder(wrap_voiced(feats, keep))
+        return embed_voiced(self.embedder, feats, keep)
 
 
 def param_count(cfg: ResNetConfig | str) -> int:
