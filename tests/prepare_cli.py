@@ -22,8 +22,9 @@ def ok(r: subprocess.CompletedProcess) -> str:
 
 def refused(r: subprocess.CompletedProcess, dst: Path, *needles: str) -> str:
     """A refusal: exit status 2, one line `jeffreys prepare: error: ...` holding every needle,
-    and nothing left behind (no DST, no temporary sibling)."""
-    lines = r.stderr.splitlines()
+    and nothing left behind (no DST, no temporary sibling). Progress lines (`prepare NAME: ...`,
+    printed once a run has lasted half a second) may come before it."""
+    lines = [x for x in r.stderr.splitlines() if not x.startswith("prepare ")]
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("jeffreys prepare: error: "), (r.returncode, r.stderr)
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from itertools import combinations
 from pathlib import Path
 
@@ -162,6 +163,25 @@ def test_trials_equal_brute_force(prepared):
     assert f"trials: {n} trials ({t} target, {n - t} non-target)" in out
     # kajongg: three voices in two languages, 2 files each per language
     assert sum(y for _, y in cross) == 3 * 2 * 2 and len(cross) > 12
+
+
+def test_hashes_and_durations_in_a_pool_match_one_process(tmp_path, monkeypatch, capsys):
+    """--jobs (default: every CPU) reads the files in worker processes once there are more than
+    PARALLEL_ABOVE; the result is the one process's, byte for byte."""
+    from jeffreys.corpora import _common
+
+    replica(tmp_path / "root")
+    debvoices.prepare_debvoices(tmp_path / "root", tmp_path / "one", jobs=1)
+    pools = []
+    monkeypatch.setattr(_common, "PARALLEL_ABOVE", 0)
+    monkeypatch.setattr(_common, "ProcessPoolExecutor", lambda jobs: pools.append(jobs) or ProcessPoolExecutor(jobs))
+    debvoices.prepare_debvoices(tmp_path / "root", tmp_path / "pool", jobs=2)
+    assert pools == [2]
+    for split in ("train", "eval"):
+        for name in ("wav.scp", "utt2spk", "utt2dur", "utt2lang", "spk2gender"):
+            assert (tmp_path / "one" / split / name).read_text() == (tmp_path / "pool" / split / name).read_text()
+    out = capsys.readouterr().out.split("debvoices: wrote")
+    assert out[1].replace("/one", "/pool") == out[2]
 
 
 def test_cap_per_voice_is_seeded(tmp_path):

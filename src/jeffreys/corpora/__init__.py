@@ -11,6 +11,10 @@ Each preparer is a module of this package exposing
 * a module docstring whose first paragraph is the one-line summary and whose second
   describes the source layout it expects (shown by ``jeffreys prepare --help``).
 
+Progress goes to stderr (:mod:`jeffreys.corpora._progress`): at once on a terminal, after
+half a second elsewhere; ``--quiet`` (every preparer has it), or ``with jeffreys.corpora.quiet():``
+around the functions, turns it off.
+
 Preparers write through :class:`jeffreys.data.datadir.atomic_dir`, so a failed run never
 leaves a half-written destination.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 # name -> module; the order is the one shown by --help.
 PREPARERS: dict[str, str] = {
@@ -50,6 +55,7 @@ FUNCTIONS: dict[str, str] = {
     "convert_datadir": "jeffreys.corpora.convert",
     "prepare_folder": "jeffreys.corpora.folder",
     "prepare_debvoices": "jeffreys.corpora.debvoices",
+    "quiet": "jeffreys.corpora._progress",
 }
 
 
@@ -94,11 +100,21 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
             mod.add_arguments_for(name, p)
         else:
             mod.add_arguments(p)
+        try:
+            p.add_argument("--quiet", action="store_true", help="no progress on stderr (the summary is still printed)")
+        except argparse.ArgumentError:  # a plug-in's own --quiet
+            pass
         p.set_defaults(_module=mod)
     return parser
 
 
 def cli_prepare(argv: list[str]) -> int:
+    from ._progress import reporting
+
     only = argv[0] if argv and argv[0] in PREPARERS else None
     args = _parser(only).parse_args(argv)
-    return int(args._module.run(args) or 0)
+    enabled = not getattr(args, "quiet", False)
+    if getattr(args._module, "PROGRESS_ON_TERMINAL_ONLY", False):
+        enabled = enabled and sys.stderr.isatty()
+    with reporting(args.corpus, enabled=enabled):
+        return int(args._module.run(args) or 0)

@@ -28,13 +28,13 @@ import soundfile as sf
 
 from ..audio import load_audio
 from ..data.datadir import atomic_dir, read_datadir, write_datadir
-from ..errors import InputError
+from ..errors import InputError, shown
 from ..fileio import _temp_name, remove_stale_temps
-from ._common import call_with_args, parallel_map
+from ._common import call_with_args, default_jobs, parallel_map
+from ._progress import current, reported
 
 FORMATS = {"flac": ("FLAC", "PCM_16"), "wav": ("WAV", "PCM_16")}
 PARALLEL_ABOVE = 64  # files; below, starting processes costs more than it saves
-PROGRESS_ABOVE = 2000
 _OWN = {"wav.scp", "utt2spk", "spk2utt", "utt2dur", "segments"}  # rewritten; other files are copied
 
 
@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio-dir", type=Path, required=True, help="where the converted files go (a re-run skips those already there)")
     parser.add_argument("--format", choices=sorted(FORMATS), default="flac", help="output format, 16-bit PCM (default: flac)")
     parser.add_argument("--sample-rate", type=int, default=16000, help="output rate in Hz (default 16000)")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes (default: all CPUs)")
+    parser.add_argument("--jobs", type=int, default=default_jobs(), help="processes (default: all CPUs)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing DST (converted files are reused)")
     parser.add_argument("--allow-pipes", action="store_true", help="run `cmd |` wav.scp entries (without a shell)")
 
@@ -96,6 +96,7 @@ def convert_one(job: tuple[str, str, str, int, bool]) -> tuple[float, bool]:
     return wave.shape[0] / sample_rate, True
 
 
+@reported("convert")
 def convert_datadir(
     src: str | Path,
     dst: str | Path,
@@ -116,7 +117,9 @@ def convert_datadir(
         raise InputError(f"--sample-rate: must be positive, got {sample_rate}")
     if jobs is not None and jobs < 1:
         raise InputError(f"--jobs: must be >= 1, got {jobs}")
-    data = read_datadir(src, allow_pipes=allow_pipes)
+    rep = current()
+    with rep.waiting(f"reading {shown(src)}"):
+        data = read_datadir(src, allow_pipes=allow_pipes)
     if dst.exists() and not overwrite:
         raise InputError(f"{dst}: already exists (remove it or pass --overwrite)")
     keys = sorted(data.wav)
@@ -127,8 +130,7 @@ def convert_datadir(
         folder[key] = _plain_name(owner, f"{src / 'utt2spk'}") if owner else "_recordings"
     targets = {k: audio_dir / folder[k] / f"{k}.{fmt}" for k in keys}
     jobs_list = [(data.wav[k], str(targets[k]), fmt, sample_rate, allow_pipes) for k in keys]
-    done = parallel_map(convert_one, jobs_list, jobs or os.cpu_count() or 1, "convert",
-                        parallel_above=PARALLEL_ABOVE, progress_above=PROGRESS_ABOVE)
+    done = parallel_map(convert_one, jobs_list, jobs or default_jobs(), "convert", parallel_above=PARALLEL_ABOVE)
     seconds = {k: s for k, (s, _) in zip(keys, done)}
     fresh = sum(1 for _, new in done if new)
 
@@ -138,12 +140,15 @@ def convert_datadir(
     else:
         utt2dur = data.utt2dur
     with atomic_dir(dst, overwrite=overwrite) as tmp:
-        write_datadir(tmp, wav, data.utt2spk, segments=data.segments, utt2dur=utt2dur)
-        for f in sorted(src.iterdir()):
-            if f.is_file() and f.name not in _OWN:
-                shutil.copyfile(f, tmp / f.name)
-        read_datadir(tmp, check_files=True)
-    size = sum(targets[k].stat().st_size for k in keys)
+        with rep.waiting(f"writing {shown(dst)}"):
+            write_datadir(tmp, wav, data.utt2spk, segments=data.segments, utt2dur=utt2dur)
+            for f in sorted(src.iterdir()):
+                if f.is_file() and f.name not in _OWN:
+                    shutil.copyfile(f, tmp / f.name)
+        with rep.waiting(f"checking {shown(dst)} (every audio file there)"):
+            read_datadir(tmp, check_files=True)
+    size = sum(targets[k].stat().st_size for k in rep.each(keys, "sizing"))
+    rep.end_line()
     hours = sum(seconds.values()) / 3600
     print(
         f"convert: {len(keys)} files, {hours:.2f} hours -> {audio_dir} ({fmt}, {sample_rate} Hz, "

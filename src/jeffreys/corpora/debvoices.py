@@ -36,7 +36,8 @@ import numpy as np
 
 from ..audio import audio_duration
 from ..errors import InputError
-from ._common import DirSpec, TrialList, add_io_arguments, require, write_dirs
+from ._common import DirSpec, TrialList, add_io_arguments, default_jobs, parallel_map, require, write_dirs
+from ._progress import current, reported
 
 MANIFEST = "debvoices.tsv"
 SPLITS = ("train", "eval")
@@ -119,8 +120,24 @@ def utterance_id(rule: Rule, path: Path, src: Path) -> str:
     return f"{rule.speaker}-{rule.language}-" + _ID_CHARS.sub("_", "-".join(rel.parts))
 
 
-def collect(src: Path, rules: list[Rule], min_dur: float) -> tuple[dict[str, Utt], list[str]]:
-    """utt id -> Utt over every rule, and notes on what was left out."""
+def _digest_and_seconds(path: str) -> tuple[str, float | None, Exception | None]:
+    """(SHA-1 of the bytes, duration or None when the file holds no audio, another error of
+    the duration's reader: raised only if the file is kept), in a worker process."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):  # in blocks: a large file is not held in memory
+            h.update(block)
+    try:
+        return h.hexdigest(), audio_duration(path), None
+    except InputError:  # an empty recording in the package, e.g. a 0-sample ogg
+        return h.hexdigest(), None, None
+    except Exception as e:  # noqa: BLE001 (raised by the caller unless the file repeats a kept one)
+        return h.hexdigest(), None, e
+
+
+def collect(src: Path, rules: list[Rule], min_dur: float, jobs: int | None = None) -> tuple[dict[str, Utt], list[str]]:
+    """utt id -> Utt over every rule, and notes on what was left out. Files are hashed and
+    their durations read by ``jobs`` processes (default: every CPU)."""
     for r in rules:
         if not (src / r.base).is_dir():
             raise InputError(
@@ -131,7 +148,7 @@ def collect(src: Path, rules: list[Rule], min_dur: float) -> tuple[dict[str, Utt
     by_hash: dict[str, str] = {}
     claimed: dict[Path, Rule] = {}
     dup, short, unreadable = [], [], []
-    for r in rules:
+    for r in current().each(rules, f"matching the rules of {MANIFEST}", unit="rule", check_every=1):
         pattern = re.compile(r.name)
         base = src / r.base
         files = sorted(
@@ -145,23 +162,26 @@ def collect(src: Path, rules: list[Rule], min_dur: float) -> tuple[dict[str, Utt
             if p in claimed:
                 raise InputError(f"{p}: claimed by {MANIFEST}:{claimed[p].line} and {MANIFEST}:{r.line}")
             claimed[p] = r
-            uid = utterance_id(r, p, src)
-            if uid in utts:
-                raise InputError(f"{p}: utterance id {uid} also names {utts[uid].path}")
-            digest = hashlib.sha1(p.read_bytes()).hexdigest()
-            if digest in by_hash:  # the packages repeat some recordings: keep the first
-                dup.append(f"{p} (= {utts[by_hash[digest]].path})")
-                continue
-            try:
-                seconds = audio_duration(p)
-            except InputError:  # an empty recording in the package, e.g. a 0-sample ogg
-                unreadable.append(str(p))
-                continue
-            if seconds < min_dur:
-                short.append(str(p))
-                continue
-            by_hash[digest] = uid
-            utts[uid] = Utt(r.speaker, r.language, p, seconds)
+    files = list(claimed)
+    read = parallel_map(_digest_and_seconds, [str(p) for p in files], jobs or default_jobs(), "hashes and durations")
+    for p, (digest, seconds, error) in zip(files, read):
+        r = claimed[p]
+        uid = utterance_id(r, p, src)
+        if uid in utts:
+            raise InputError(f"{p}: utterance id {uid} also names {utts[uid].path}")
+        if digest in by_hash:  # the packages repeat some recordings: keep the first
+            dup.append(f"{p} (= {utts[by_hash[digest]].path})")
+            continue
+        if error is not None:
+            raise error
+        if seconds is None:
+            unreadable.append(str(p))
+            continue
+        if seconds < min_dur:
+            short.append(str(p))
+            continue
+        by_hash[digest] = uid
+        utts[uid] = Utt(r.speaker, r.language, p, seconds)
     notes = []
     for what, items in (("with the same bytes as a file kept", dup), ("without audio samples", unreadable),
                         (f"shorter than {min_dur} s", short)):  # fmt: skip
@@ -212,8 +232,10 @@ def make_trials(utts: dict[str, Utt], gender: dict[str, str]) -> dict[str, list[
     return out
 
 
+@reported("debvoices")
 def prepare_debvoices(src: str | Path, dst: str | Path, *, packages: list[str] | None = None, min_dur: float = 0.5,
-                      max_eval_utts: int = 40, seed: int = 0, overwrite: bool = False) -> dict[str, DirSpec]:  # fmt: skip
+                      max_eval_utts: int = 40, seed: int = 0, jobs: int | None = None,
+                      overwrite: bool = False) -> dict[str, DirSpec]:  # fmt: skip
     """Write DST/train and DST/eval (see the module docstring); returns what was written."""
     src = require(Path(src), "root of the unpacked packages", "debvoices")
     if min_dur < 0 or max_eval_utts < 2:
@@ -225,7 +247,7 @@ def prepare_debvoices(src: str | Path, dst: str | Path, *, packages: list[str] |
         if bad or not packages:
             raise InputError(f"--packages: unknown package {bad[0] if bad else ''!r} (known: {','.join(known)})")
         rules = [r for r in rules if r.package in packages]
-    utts, notes = collect(src, rules, min_dur)
+    utts, notes = collect(src, rules, min_dur, jobs)
     gender = {r.speaker: r.gender for r in rules}
     split_of = {r.speaker: r.split for r in rules}
     dirs: dict[str, DirSpec] = {}
@@ -256,7 +278,7 @@ def prepare_debvoices(src: str | Path, dst: str | Path, *, packages: list[str] |
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_io_arguments(parser, trials=False, durations=False, jobs=False)
+    add_io_arguments(parser, trials=False, durations=False)
     parser.add_argument("--packages", type=lambda s: [p for p in s.split(",") if p], default=None,
                         help="comma-separated packages to use (default: all of debvoices.tsv)")  # fmt: skip
     parser.add_argument("--min-dur", type=float, default=0.5, help="shortest file kept, seconds (default 0.5)")
@@ -267,5 +289,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     prepare_debvoices(args.src, args.dst, packages=args.packages, min_dur=args.min_dur,
-                      max_eval_utts=args.max_eval_utts, seed=args.seed, overwrite=args.overwrite)  # fmt: skip
+                      max_eval_utts=args.max_eval_utts, seed=args.seed, jobs=args.jobs, overwrite=args.overwrite)  # fmt: skip
     return 0

@@ -27,6 +27,7 @@ from ..data.trials import parse_trial_line
 from ..errors import InputError
 from ..fileio import read_text
 from ._common import DirSpec, add_io_arguments, call_with_args, map_trials, preparer, read_rows, require, write_dirs
+from ._progress import current
 
 ARRAYS = ("U01", "U02", "U03", "U04", "U05")
 
@@ -73,7 +74,7 @@ def collect(src: Path, splits: list[str], mics: list[str], channel: int, min_dur
         sessions = sorted(jdir.glob("S*.json"))
         if not sessions:
             raise InputError(f"{jdir}: no SNN.json transcription")
-        for jpath in sessions:
+        for jpath in current().each(sessions, f"reading the {split} transcriptions", unit="session", check_every=1):
             for i, u in enumerate(read_session(jpath)):
                 sess, spk = str(u["session_id"]), str(u["speaker_id"])
                 gender = str(u.get("gender", "")).lower()[:1]

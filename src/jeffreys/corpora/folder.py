@@ -19,15 +19,15 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, nonnegative_int
+from ..errors import InputError, nonnegative_int, shown
 from ..fileio import read_text
-from ._common import DirSpec, TrialList, add_io_arguments, call_with_args, durations, write_dirs
+from ._common import DirSpec, TrialList, add_io_arguments, call_with_args, durations, walk_files, write_dirs
+from ._progress import current, reported
 
 AUDIO_SUFFIXES = frozenset({
     ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".m4a", ".aac", ".mp4", ".webm", ".mkv", ".wma",
@@ -43,22 +43,28 @@ def _id_part(name: str, where: str) -> str:
     return part
 
 
-def _check_path(path: Path) -> str:
-    """The absolute path as wav.scp will hold it: it must read back unchanged (Kaldi tables
-    split on whitespace, and a value ending in '|' is a command)."""
-    p = str(path.resolve())
+def _check_path(p: str) -> str:
+    """The absolute path ``p`` (resolved) as wav.scp will hold it: it must read back unchanged
+    (Kaldi tables split on whitespace, and a value ending in '|' is a command)."""
     if " ".join(p.split()) != p or p.endswith("|"):
         raise InputError(f"{p!r}: a path with tabs, newlines, repeated or edge spaces, or ending in '|' cannot be "
                          "written to wav.scp; rename it")
     return p
 
 
+def _suffix(name: str) -> str:
+    """``Path(name).suffix``."""
+    i = name.rfind(".")
+    return name[i:] if 0 < i < len(name) - 1 else ""
+
+
 def _is_audio(path: Path) -> bool:
-    return path.suffix.lower() in AUDIO_SUFFIXES
+    return _suffix(path.name).lower() in AUDIO_SUFFIXES
 
 
-def scan_folders(src: Path) -> tuple[list[tuple[Path, str, str]], list[str]]:
-    """(file, speaker id, utterance id) of every recording below ``src``'s speaker folders, and notes."""
+def scan_folders(src: Path) -> tuple[list[tuple[Path, str, str, str]], list[str]]:
+    """(file, speaker id, utterance id, resolved path) of every recording below ``src``'s
+    speaker folders, and notes."""
     entries = sorted(src.iterdir(), key=lambda p: p.name)
     loose = [p for p in entries if p.is_file() and not p.name.startswith(".") and _is_audio(p)]
     if loose:
@@ -67,27 +73,31 @@ def scan_folders(src: Path) -> tuple[list[tuple[Path, str, str]], list[str]]:
     folders = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
     if not folders:
         raise InputError(f"{src}: no speaker folders (expected SRC/SPEAKER/**/*.wav|flac|mp3|m4a|...)")
-    found: list[tuple[Path, str, str]] = []
+    found: list[tuple[Path, str, str, str]] = []
     skipped, empty = 0, []
     speaker_of: dict[str, Path] = {}
+    rep = current()
+    rep.step(f"scanning {shown(src)}: {len(folders):,} speaker folders")
+    count = rep.counter("scanned", unit="file", check_every=4096)
     for folder in folders:
         spk = _id_part(folder.name, str(folder))
         if spk in speaker_of:
             raise InputError(f"{folder}: speaker folders {speaker_of[spk].name!r} and {folder.name!r} give one speaker id {spk!r}")
         speaker_of[spk] = folder
         n = 0
-        for f in sorted(folder.rglob("*")):
-            rel = f.relative_to(folder)
-            if not f.is_file():
-                continue
-            if any(part.startswith(".") for part in rel.parts) or not _is_audio(f):
+        for rel, path in walk_files(folder, "", count):
+            name = rel[-1]
+            suffix = _suffix(name)
+            if any(part.startswith(".") for part in rel) or suffix.lower() not in AUDIO_SUFFIXES:
                 skipped += 1
                 continue
-            parts = [_id_part(x, str(f)) for x in (*rel.parts[:-1], f.stem)]
-            found.append((f, spk, "-".join([spk, *parts])))
+            f = folder.joinpath(*rel)
+            parts = [_id_part(x, str(f)) for x in (*rel[:-1], name[: -len(suffix)])]
+            found.append((f, spk, "-".join([spk, *parts]), path))
             n += 1
         if n == 0:
             empty.append(folder.name)
+    count.close(f"found {len(found):,} recordings ({skipped:,} other files)")
     with_audio = len(folders) - len(empty)
     if with_audio == 1:
         only = next(f for f in folders if f.name not in empty)
@@ -103,8 +113,8 @@ def scan_folders(src: Path) -> tuple[list[tuple[Path, str, str]], list[str]]:
     return found, notes
 
 
-def scan_csv(src: Path) -> tuple[list[tuple[Path, str, str]], list[str]]:
-    """(file, speaker id, utterance id) of every row of a ``path,speaker`` CSV file."""
+def scan_csv(src: Path) -> tuple[list[tuple[Path, str, str, str]], list[str]]:
+    """(file, speaker id, utterance id, resolved path) of every row of a ``path,speaker`` CSV file."""
     text = read_text(src, "CSV")[1]
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
@@ -118,7 +128,7 @@ def scan_csv(src: Path) -> tuple[list[tuple[Path, str, str]], list[str]]:
         raise InputError(f"{src}:1: the header must name the columns 'path' and 'speaker', got {','.join(rows[0])!r}")
     ip, isp = header.index("path"), header.index("speaker")
     found, seen = [], {}
-    for n, row in enumerate(rows[1:], 2):
+    for n, row in enumerate(current().each(rows[1:], f"checking the rows of {shown(src)}", unit="row"), 2):
         if not any(c.strip() for c in row):
             continue
         if len(row) <= max(ip, isp):
@@ -136,7 +146,7 @@ def scan_csv(src: Path) -> tuple[list[tuple[Path, str, str]], list[str]]:
         spk = _id_part(spk_name, f"{src}:{n}")
         stem = Path(rel).with_suffix("") if not Path(rel).is_absolute() else Path(Path(rel).stem)
         parts = [_id_part(x, f"{src}:{n}") for x in stem.parts if x not in ("..", ".")]
-        found.append((f, spk, "-".join([spk, *parts])))
+        found.append((f, spk, "-".join([spk, *parts]), key))
     if not found:
         raise InputError(f"{src}: no rows after the header")
     return found, []
@@ -153,6 +163,7 @@ def split_speakers(speakers: list[str], dev_fraction: float, seed: int) -> tuple
     return sorted(order[:k]), sorted(order[k:])
 
 
+@reported("folder")
 def prepare_folder(
     src: str | Path,
     dst: str | Path,
@@ -180,12 +191,12 @@ def prepare_folder(
     wav: dict[str, str] = {}
     utt2spk: dict[str, str] = {}
     origin: dict[str, Path] = {}
-    for f, spk, utt in found:
+    for f, spk, utt, path in found:
         if utt in origin:
             raise InputError(f"{f}: gives utterance id {utt!r}, as {origin[utt]} does; rename one of them")
         origin[utt] = f
-        wav[utt], utt2spk[utt] = _check_path(f), spk
-    dur = durations(wav, not measure_durations, jobs or os.cpu_count() or 1)
+        wav[utt], utt2spk[utt] = _check_path(path), spk
+    dur = durations(wav, not measure_durations, jobs)
     layout = f"read {'CSV ' + src.name if src.is_file() else 'speaker folders'}"
     dirs = {"": DirSpec(wav, utt2spk, dur, notes=[layout, *notes])}
     if trials:
@@ -193,7 +204,8 @@ def prepare_folder(
         for name, spks in (("dev", dev), ("test", test)):
             keep = set(spks)
             sub = {u: s for u, s in utt2spk.items() if s in keep}
-            rows = generate_trials(sub, trials, target_fraction=target_fraction, seed=seed)
+            with current().waiting(f"drawing {trials:,} {name} trials"):
+                rows = generate_trials(sub, trials, target_fraction=target_fraction, seed=seed)
             dirs[name] = DirSpec({u: wav[u] for u in sub}, sub, None if dur is None else {u: dur[u] for u in sub},
                                  trials=[TrialList("trials", rows)])
     write_dirs("folder", dst, dirs, overwrite)

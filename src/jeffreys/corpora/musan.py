@@ -15,11 +15,10 @@ identities, so speech utterances are their own speakers too (as in Kaldi).
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..errors import InputError
-from ._common import DirSpec, add_io_arguments, call_with_args, durations, files_under, preparer, read_rows, write_dirs
+from ._common import DirSpec, add_io_arguments, call_with_args, durations, preparer, read_rows, scan_tree, stem, write_dirs
 
 PARTS = ("noise", "music", "speech")
 
@@ -41,12 +40,13 @@ def vocals(music: Path) -> dict[str, bool]:
     return out
 
 
-def prepare_part(src: Path, part: str, *, no_vocals: bool = False, measure_durations: bool = True, jobs: int = 1) -> DirSpec:
+def prepare_part(src: Path, part: str, *, no_vocals: bool = False, measure_durations: bool = True, jobs: int | None = None) -> DirSpec:
     wav: dict[str, str] = {}
-    for f in files_under(src / part, ".wav", "musan", f"MUSAN {part}/<source>/*.wav"):
-        if f.stem in wav:
-            raise InputError(f"{f}: duplicate file id (also {wav[f.stem]})")
-        wav[f.stem] = str(f.resolve())
+    for rel, path in scan_tree(src / part, ".wav", "musan", f"MUSAN {part}/<source>/*.wav"):
+        uid = stem(rel[-1], ".wav")
+        if uid in wav:
+            raise InputError(f"{(src / part).joinpath(*rel)}: duplicate file id (also {wav[uid]})")
+        wav[uid] = path
     notes = []
     if part == "music" and no_vocals:
         has = vocals(src / part)
@@ -76,7 +76,6 @@ def prepare_musan(
     bad = [p for p in parts if p not in PARTS]
     if bad or not parts:
         raise InputError(f"--parts: unknown part {bad[0] if bad else ''!r} (choose among {','.join(PARTS)})")
-    jobs = jobs or os.cpu_count() or 1
     dirs = {p: prepare_part(src, p, no_vocals=no_vocals, measure_durations=measure_durations, jobs=jobs) for p in parts}
     write_dirs("musan", dst, dirs, overwrite)
     return dst

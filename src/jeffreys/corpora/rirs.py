@@ -18,11 +18,10 @@ found are printed; none at all is an error. A rir_list entry whose file is absen
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..errors import InputError
-from ._common import DirSpec, add_io_arguments, call_with_args, durations, files_under, preparer, read_rows, require, utt_id, write_dirs
+from ._common import DirSpec, add_io_arguments, call_with_args, durations, preparer, read_rows, require, scan_tree, stem, utt_id, write_dirs
 
 ROOMS = ("smallroom", "mediumroom", "largeroom")
 
@@ -71,12 +70,11 @@ def prepare_rirs(
     utt2spk: dict[str, str] = {}
     for room in present:
         base = sim / room
-        for f in files_under(base, ".wav", "rirs", f"simulated {room} RIRs, RoomNNN/RoomNNN-NNNNN.wav"):
-            rel = f.relative_to(base).parts
+        for rel, path in scan_tree(base, ".wav", "rirs", f"simulated {room} RIRs, RoomNNN/RoomNNN-NNNNN.wav"):
             if len(rel) != 2:
-                raise InputError(f"{f}: expected {room}/RoomNNN/RoomNNN-NNNNN.wav")
-            uid = utt_id(room, rel[0], f.stem.split("-", 1)[-1])
-            wav[uid], utt2spk[uid] = str(f.resolve()), room
+                raise InputError(f"{base.joinpath(*rel)}: expected {room}/RoomNNN/RoomNNN-NNNNN.wav")
+            uid = utt_id(room, rel[0], stem(rel[1], ".wav").split("-", 1)[-1])
+            wav[uid], utt2spk[uid] = path, room
         if (base / "rir_list").is_file():
             # the list's ids win over the ones derived from the path (they agree in the release)
             by_path = {p: u for u, p in wav.items()}
@@ -92,7 +90,7 @@ def prepare_rirs(
             if rid in wav:
                 raise InputError(f"{lst}: rir id {rid!r} is also a simulated RIR")
             wav[rid], utt2spk[rid] = str(f.resolve()), "real"
-    spec = DirSpec(wav, utt2spk, durations(wav, not measure_durations, jobs or os.cpu_count() or 1))
+    spec = DirSpec(wav, utt2spk, durations(wav, not measure_durations, jobs))
     counts = ", ".join(f"{room} ({sum(1 for r in utt2spk.values() if r == room)})" for room in present)
     absent = [room for room in ROOMS if room not in present]
     spec.notes.append(f"room types found: {counts}" + (f"; absent: {', '.join(absent)}" if absent else ""))

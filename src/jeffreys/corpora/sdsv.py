@@ -21,11 +21,10 @@ an absent enrolment file is refused, or dropped with --drop-missing together wit
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..errors import InputError
-from ._common import MAX_LISTED, DirSpec, add_io_arguments, call_with_args, durations, files_under, map_trials, preparer, read_rows, require, write_dirs
+from ._common import MAX_LISTED, DirSpec, add_io_arguments, call_with_args, durations, map_trials, preparer, read_rows, require, scan_tree, stem, write_dirs
 
 _LABELS = {"target": True, "nontarget": False, "tgt": True, "imp": False, "1": True, "0": False}
 
@@ -113,8 +112,8 @@ def prepare_sdsv(
     """Write the SdSV task 2 data dir at ``dst`` (``trials``, or ``trial_pairs`` without a key); print what was found."""
     enroll_path = require(src / "docs/model_enrollment.txt", "model enrolment list", "sdsv")
     trials_path = require(src / "docs/trials.txt", "trial list", "sdsv")
-    enroll_wav = {f.stem: str(f.resolve()) for f in files_under(src / "wav/enrollment", ".wav", "sdsv", "enrolment audio")}
-    test_wav = {f.stem: str(f.resolve()) for f in files_under(src / "wav/evaluation", ".wav", "sdsv", "evaluation audio")}
+    enroll_wav = {stem(f.rel[-1], ".wav"): f.path for f in scan_tree(src / "wav/enrollment", ".wav", "sdsv", "enrolment audio")}
+    test_wav = {stem(f.rel[-1], ".wav"): f.path for f in scan_tree(src / "wav/evaluation", ".wav", "sdsv", "evaluation audio")}
     clash = sorted(set(enroll_wav) & set(test_wav))
     if clash:
         raise InputError(f"{src / 'wav'}: file id {clash[0]!r} is both in enrollment/ and evaluation/")
@@ -136,7 +135,7 @@ def prepare_sdsv(
         for u in utts:
             owners.setdefault(u, []).append(m)
     utt2spk = {u: owners[u][0] if len(owners.get(u, ())) == 1 else u for u in wav}
-    spec = DirSpec(wav, utt2spk, durations(wav, not measure_durations, jobs or os.cpu_count() or 1))
+    spec = DirSpec(wav, utt2spk, durations(wav, not measure_durations, jobs))
     spec.extra["models"] = [f"{m} {' '.join(us)}" for m, us in sorted(models.items())]
     if dropped:
         spec.notes.append(f"{len(dropped)} model(s) dropped for absent enrolment files")

@@ -23,11 +23,10 @@ label them), as in the Kaldi recipe.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..errors import InputError
-from ._common import DirSpec, add_io_arguments, call_with_args, durations, files_under, map_trials, preparer, read_rows, require, write_dirs
+from ._common import DirSpec, add_io_arguments, call_with_args, durations, map_trials, preparer, read_rows, require, scan_tree, stem, write_dirs
 
 _LABELS = {"tgt": True, "imp": False, "target": True, "nontarget": False}
 KEYS = ("core-core", "core-multi", "assist-core", "assist-multi")
@@ -70,10 +69,9 @@ def segment_id(file_id: str, start: float, end: float) -> str:
     return f"{file_id}-{round(start * 1000):07d}-{round(end * 1000):07d}"
 
 
-def prepare_split(root: Path, key_name: str, *, drop_missing: bool = False, measure_durations: bool = True, jobs: int = 1) -> DirSpec:
+def prepare_split(root: Path, key_name: str, *, drop_missing: bool = False, measure_durations: bool = True, jobs: int | None = None) -> DirSpec:
     """One SITW split (``root`` = SRC/dev or SRC/eval) as a data-dir spec."""
-    flacs = files_under(root / "audio", ".flac", "sitw", "SITW audio/*.flac")
-    wav = {f.stem: str(f.resolve()) for f in flacs}
+    wav = {stem(f.rel[-1], ".flac"): f.path for f in scan_tree(root / "audio", ".flac", "sitw", "SITW audio/*.flac")}
     assist = key_name.startswith("assist")
     enroll_path = require(root / "lists" / f"enroll-{key_name.split('-')[0]}.lst", "SITW enrolment list", "sitw")
     key_path = require(root / "keys" / f"{key_name}.lst", "SITW trial key", "sitw")
@@ -140,7 +138,7 @@ def prepare_sitw(
     if key not in KEYS:
         raise InputError(f"--key: unknown key {key!r} (choose among {', '.join(KEYS)})")
     splits = ("dev", "eval") if split == "both" else (split,)
-    dirs = {s: prepare_split(src / s, key, drop_missing=drop_missing, measure_durations=measure_durations, jobs=jobs or os.cpu_count() or 1) for s in splits}
+    dirs = {s: prepare_split(src / s, key, drop_missing=drop_missing, measure_durations=measure_durations, jobs=jobs) for s in splits}
     if split != "both":
         dirs = {"": dirs[split]}
     write_dirs("sitw", dst, dirs, overwrite)

@@ -41,11 +41,16 @@ import soxr
 from ..acoustics import shoebox_rir
 from ..data.datadir import read_datadir, write_datadir
 from ..data.trials import read_trials
-from ..errors import InputError, nonnegative_int
+from ..errors import InputError, nonnegative_int, shown
 from ..fileio import atomic_dir
 from ..interrupts import deferred, raise_if_stopped_by
 from . import synth_channel as ch
+from ._progress import current
 from .espeak import Espeak, espeak_version, packaged_data_dir, private_data_dir
+
+# Progress (a first line, then the renderers' bar) only on a terminal: a run logged or piped
+# keeps its stderr to the one line of a refusal or a stop, as before.
+PROGRESS_ON_TERMINAL_ONLY = True
 
 SAMPLE_RATE = 16000
 _SCRATCH = ".espeak"  # per-speaker espeak-ng data dirs, inside the build dir
@@ -621,8 +626,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     sizes = {k: getattr(args, k) for k in Sizes.__dataclass_fields__}
+    progress = sys.stderr.isatty() and not getattr(args, "quiet", False)
+    if progress:
+        current().step(f"synthesising the embedded corpus into {shown(args.dst)} (seed {args.seed})")
     dst = build_synth_corpus(args.dst, args.seed, overwrite=args.overwrite, jobs=args.jobs,
-                             progress=sys.stderr.isatty(), **sizes)  # fmt: skip
+                             progress=progress, **sizes)  # fmt: skip
     info = json.loads((dst / "info.json").read_text(encoding="utf-8"))
     for name, s in info["splits"].items():
         extra = f", {s['trials']} trials ({s['targets']} target)" if "trials" in s else ""

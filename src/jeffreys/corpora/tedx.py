@@ -19,14 +19,14 @@ printed.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
-from ._common import DirSpec, TrialList, add_io_arguments, call_with_args, durations, files_under, preparer, write_dirs
+from ._common import DirSpec, TrialList, add_io_arguments, call_with_args, durations, preparer, scan_tree, stem, write_dirs
+from ._progress import current
 
 NAME = re.compile(r"^TEDX_([MF])_(\d+)_SPA_(\d+)$")
 ENUMERATE_BELOW = 4  # enumerate all non-target pairs when fewer than this many times the request
@@ -154,15 +154,16 @@ def prepare_tedx(
     overwrite: bool = False,
 ) -> Path:
     """Write the TEDx data dir with the derived same-gender trials at ``dst``; print what was found."""
-    files = files_under(src / "speech", ".wav", "tedx", "TEDx speech/**/TEDX_G_NNN_SPA_NNNN.wav")
+    root = src / "speech"
     wav: dict[str, str] = {}
-    for f in files:
-        if not NAME.match(f.stem):
-            raise InputError(f"{f}: file name does not follow TEDX_<M|F>_<speaker>_SPA_<number>.wav")
-        if f.stem in wav:
-            raise InputError(f"{f}: duplicate file id (also {wav[f.stem]})")
-        wav[f.stem] = str(f.resolve())
-    dur = durations(wav, skip=False, jobs=jobs or os.cpu_count() or 1)
+    for rel, path in scan_tree(root, ".wav", "tedx", "TEDx speech/**/TEDX_G_NNN_SPA_NNNN.wav"):
+        uid = stem(rel[-1], ".wav")
+        if not NAME.match(uid):
+            raise InputError(f"{root.joinpath(*rel)}: file name does not follow TEDX_<M|F>_<speaker>_SPA_<number>.wav")
+        if uid in wav:
+            raise InputError(f"{root.joinpath(*rel)}: duplicate file id (also {wav[uid]})")
+        wav[uid] = path
+    dur = durations(wav, skip=False, jobs=jobs)
     keep = {u: p for u, p in wav.items() if min_dur <= dur[u] <= max_dur}
     if not keep:
         raise InputError(f"{src / 'speech'}: no file lasts {min_dur}-{max_dur} s")
@@ -171,7 +172,8 @@ def prepare_tedx(
     utts = sorted(keep)
     available = pair_counts(*_codes(utts, utt2spk, spk2gender))
     check_counts(n_target, n_nontarget, available, f"the {len(keep)} files of {min_dur}-{max_dur} s")
-    rows = sample_trials(utts, utt2spk, spk2gender, n_target, n_nontarget, seed)
+    with current().waiting(f"drawing {n_target:,} target and {n_nontarget:,} non-target trials"):
+        rows = sample_trials(utts, utt2spk, spk2gender, n_target, n_nontarget, seed)
     spec = DirSpec(keep, utt2spk, {u: dur[u] for u in keep}, [TrialList("trials", rows)])
     spec.extra["spk2gender"] = [f"{s} {g}" for s, g in sorted(spk2gender.items())]
     spec.notes.append(f"{len(wav) - len(keep)} file(s) outside {min_dur}-{max_dur} s left out; pairs drawn with seed {seed}")

@@ -30,7 +30,6 @@ need ``--split all`` (the default).
 from __future__ import annotations
 
 import argparse
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -38,7 +37,7 @@ from pathlib import Path
 from ..data.trials import parse_trial_line
 from ..errors import InputError, excerpt, shown
 from ..fileio import read_text, split_lines
-from ._common import DirSpec, TrialList, add_io_arguments, call_with_args, durations, files_under, map_trials, preparer, read_rows, require, utt_id, write_dirs
+from ._common import DirSpec, TrialList, add_io_arguments, call_with_args, durations, map_trials, preparer, read_rows, require, scan_tree, stem, utt_id, write_dirs
 
 META_URL = "https://www.robots.ox.ac.uk/~vgg/data/voxceleb/meta/"
 # list -> (cleaned names, original names); the first name is the published one.
@@ -105,14 +104,15 @@ def _scan(root: Path, corpus: str, what: str) -> dict[str, str]:
     """utt id -> absolute path for every file of ``root/idX/VIDEO/N.ext``."""
     sub, ext = _AUDIO[corpus]
     wav: dict[str, str] = {}
-    for f in files_under(root, ext, corpus, what):
-        rel = f.relative_to(root).parts
-        if len(rel) != 3 or not _SPEAKER_DIR.match(rel[0]):
-            raise InputError(f"{f}: expected idXXXXX/VIDEO/NNNNN{ext} under {root}")
-        uid = utt_id(rel[0], rel[1], Path(rel[2]).stem)
+    speakers: set[str] = set()  # folder names already checked (1.1M files, 6k speakers)
+    for rel, path in scan_tree(root, ext, corpus, what):
+        if len(rel) != 3 or (rel[0] not in speakers and not _SPEAKER_DIR.match(rel[0])):
+            raise InputError(f"{root.joinpath(*rel)}: expected idXXXXX/VIDEO/NNNNN{ext} under {root}")
+        speakers.add(rel[0])
+        uid = utt_id(rel[0], rel[1], stem(rel[2], ext))
         if uid in wav:
-            raise InputError(f"{f}: utterance {uid} also at {wav[uid]}")
-        wav[uid] = str(f.resolve())
+            raise InputError(f"{root.joinpath(*rel)}: utterance {uid} also at {wav[uid]}")
+        wav[uid] = path
     return wav
 
 
@@ -295,7 +295,7 @@ def prepare_voxceleb1(
     audio_roots("voxceleb1", src)  # no audio at all is the first thing to say
     found = find_trial_lists(src, names, original=original, paths=paths, dirs=[Path(d) for d in trials_dirs])
     wav, layout = scan("voxceleb1", src, split, Path(meta) if meta else None)
-    spec = DirSpec(wav, {u: u.split("-", 1)[0] for u in wav}, durations(wav, not measure_durations, jobs or os.cpu_count() or 1))
+    spec = DirSpec(wav, {u: u.split("-", 1)[0] for u in wav}, durations(wav, not measure_durations, jobs))
     spec.notes.append(layout)
     resolve = _resolver(wav)
     for t in names:
@@ -330,7 +330,7 @@ def prepare_voxceleb2(
             "vox2_test_aac.zip unpacks to: use --split test for it, or give vox2_meta.csv (--meta) if it holds dev too"
         )
     wav, layout = scan("voxceleb2", src, split, Path(meta) if meta else None)
-    spec = DirSpec(wav, {u: u.split("-", 1)[0] for u in wav}, durations(wav, not measure_durations, jobs or os.cpu_count() or 1))
+    spec = DirSpec(wav, {u: u.split("-", 1)[0] for u in wav}, durations(wav, not measure_durations, jobs))
     spec.notes.append(layout)
     write_dirs("voxceleb2", dst, {"": spec}, overwrite)
     return dst
