@@ -246,3 +246,18 @@ def test_number_checks():
         with pytest.raises(InputError, match="seed must be an integer >= 0"):
             nonnegative_int(bad, "seed")
 
+
+
+def test_the_filesystem_type_is_asked_once_per_device(tmp_path, monkeypatch):
+    import jeffreys.fileio as fileio
+
+    calls = []
+    monkeypatch.setattr(fileio, "_FS_BY_DEVICE", {})
+    monkeypatch.setattr(fileio, "_fs_type", lambda p: calls.append(p) or None)
+    for i in range(20):
+        (tmp_path / f"f{i}").write_text("x")
+        input_file(tmp_path / f"f{i}")
+    assert len(calls) == 1
+    monkeypatch.setattr(fileio, "_FS_BY_DEVICE", {os.stat(tmp_path).st_dev: 0x9FA0})  # as if procfs
+    with pytest.raises(InputError, match="procfs"):
+        input_file(tmp_path / "f0")

@@ -38,6 +38,7 @@ test can kill it mid-epoch).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import math
@@ -521,6 +522,13 @@ class Trainer:
         sampler.set_epoch(epoch, start=start_step * self.rank_batch)
         self.dataset.set_epoch(epoch)
         batches = BatchSampler(sampler, self.rank_batch, drop_last=True)
+        if self.config.data.num_workers > 0:
+            # The workers are forked from this process. Its Python objects are put out of the
+            # garbage collector's reach first: a collection in a worker writes to every object
+            # it visits, copying the parent's heap page by page (measured on m4a stand-ins: 45 or
+            # 122 MB private per worker after the same 20 batches without it, 62 MB in every run with it).
+            gc.collect()
+            gc.freeze()
         return DataLoader(self.dataset, batch_sampler=batches, num_workers=self.config.data.num_workers,
                           pin_memory=self.device.type == "cuda")
 
