@@ -22,8 +22,9 @@ first_output_s (first byte on stdout/stderr), n (what the command works through)
 
 * ``prepare``: ``jeffreys prepare voxceleb1 SRC1 DST`` (durations read) and ``jeffreys
   prepare voxceleb2 SRC2 DST --no-durations``, n = utterances (checked against wav.scp);
-* ``train_startup``: ``jeffreys train conf/demo.yaml`` on the prepared VoxCeleb2 stand-in
-  (demo preset, s x 5 994 speakers) with ``data.num_workers`` = --train-workers, held by
+* ``train_startup``: ``jeffreys train conf/demo.yaml`` on the prepared VoxCeleb2 stand-in with
+  its utt2dur, as the recipe trains (demo preset, s x 5 994 speakers); "demo" the first run
+  on it, "demo_warm" the next (the index kept by the first); with ``data.num_workers`` = --train-workers, held by
   the trainer's ``JEFFREYS_TRAIN_FAULT=stall@N`` hook after N = --worker-batches steps (one
   epoch if shorter or with 0: each worker has then served its share of it); from train.log's own time stamps: setup_s (launch to the
   ``start:`` line), first_step_s (launch to ``step 1/``; with the trainer's CPU seconds then,
@@ -553,12 +554,35 @@ class Bench:
         return {"demo": self.best(lambda: self.train_once(scale, cold=True)),
                 "demo_warm": self.best(lambda: self.train_once(scale, cold=False))}
 
+    def training_data(self, scale: float) -> Path:
+        """The prepared VoxCeleb2 stand-in with the utt2dur that ``prepare voxceleb2`` writes by
+        default (the recipe's training data: a crop then decodes its 4 s, not the whole file).
+        The stand-in is prepared --no-durations (12 min at full size here); each file's duration
+        is its source's, found by size (the sources differ in length), read from its header."""
+        from jeffreys.audio import audio_duration
+
+        data, _ = self.prepared(scale, "voxceleb2", False)
+        dst = self.scale_dir(scale) / "train-data"
+        if (dst / "utt2dur").is_file():
+            return dst
+        shutil.rmtree(dst, ignore_errors=True)
+        dst.mkdir(parents=True)
+        for name in ("wav.scp", "utt2spk", "spk2utt"):
+            shutil.copyfile(data / name, dst / name)
+        seconds = {p.stat().st_size: audio_duration(str(p)) for p in self.audio["m4a"]}
+        with open(data / "wav.scp") as f, open(dst / "utt2dur.tmp", "w") as out:
+            for line in f:
+                utt, path = line.rstrip("\n").split(" ", 1)
+                out.write(f"{utt} {seconds[os.stat(path).st_size]:.3f}\n")
+        os.replace(dst / "utt2dur.tmp", dst / "utt2dur")
+        return dst
+
     def train_once(self, scale: float, cold: bool = True) -> dict:
         a = self.args
         cache = self.work / "cache"  # the runs' JEFFREYS_CACHE_DIR: RIR bank, kept indexes
         if cold:
             shutil.rmtree(cache / "index", ignore_errors=True)
-        data, _ = self.prepared(scale, "voxceleb2", False)
+        data = self.training_data(scale)
         exp = self.scale_dir(scale) / "train"
         shutil.rmtree(exp, ignore_errors=True)
         n = len(self.stand_in(scale).vox2)

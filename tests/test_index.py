@@ -261,3 +261,18 @@ def test_audio_files_are_checked_after_a_kept_index_is_loaded(kept):
     read_index(d, check_files="none")
     with pytest.raises(InputError, match="not found"):
         read_index(d, check_files="all")
+
+
+def test_a_prepared_data_dir_has_its_index_kept(kept, tmp_path, capsys):
+    from jeffreys.corpora._common import DirSpec, write_dirs
+
+    _, root = kept
+    (tmp_path / "audio").mkdir()
+    wav = {}
+    for i in range(6):
+        (tmp_path / "audio" / f"{i}.wav").write_bytes(b"")
+        wav[f"s{i % 2}-u{i}"] = str(tmp_path / "audio" / f"{i}.wav")
+    dst = tmp_path / "prepared"
+    write_dirs("test", dst, {"train": DirSpec(wav, {u: u.split("-")[0] for u in wav}, None)}, False)
+    assert len(list(root.iterdir())) == 1
+    assert isinstance(read_index(dst / "train", check_files="none").spk, np.memmap)

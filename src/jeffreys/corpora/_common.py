@@ -325,8 +325,23 @@ def write_dirs(corpus: str, dst: Path, dirs: Mapping[str, DirSpec], overwrite: b
                         f.writelines(f"{x}\n" for x in lines)
             with rep.waiting(f"checking {where} (every audio file there)"):
                 read_datadir(path, check_files=True)
+    _keep_indexes(dst, dirs, rep)
     rep.end_line()
     print(summary(corpus, dst, dirs))
+
+
+def _keep_indexes(dst: Path, dirs: Mapping[str, DirSpec], rep) -> None:
+    """Keep the training index of each large data dir just written (jeffreys.data.index_cache),
+    so that the first training run on it starts as fast as the later ones. Read at the final
+    path (the key holds it); a cache that cannot be written costs nothing but that."""
+    from ..data import index_cache
+    from ..data.index import read_index
+
+    for sub, spec in dirs.items():
+        if len(spec.utt2spk) >= index_cache.CACHE_FROM:
+            path = dst / sub if sub else dst
+            with rep.waiting(f"keeping the training index of {shown(path)}"):
+                read_index(path, check_files="none")
 
 
 def summary(corpus: str, dst: Path, dirs: Mapping[str, DirSpec]) -> str:
