@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..features import FRONTEND_KEYS, KALDI_CMN_WINDOW, FrontEnd
+from ..features import FRONTEND_KEYS, FrontEnd
 from ..registry import MODELS, ModelSpec
 
 
@@ -45,16 +45,16 @@ class ResNetConfig:
     # around each frame (the recipe's apply-cmvn-sliding, 300 frames = 3 s); "level" only the
     # utterance's overall log level, so the long-term spectral shape (a speaker's and
     # microphone's colouring) reaches the network; "none" keeps the raw log energies.
-    feature_norm: str = "mean"
-    cmn_window: int = KALDI_CMN_WINDOW
+    feature_norm: str = FrontEnd.feature_norm
+    cmn_window: int = FrontEnd.cmn_window
     # "energy": only the frames Kaldi's energy VAD (compute-vad) marks voiced are embedded,
     # selected after the normalisation as in the recipe (jeffreys.features); the vad_* keys
     # are compute-vad's options, defaults those of the recipe's conf/vad.conf. "none": all frames.
-    vad: str = "none"
-    vad_energy_threshold: float = 5.5
-    vad_energy_mean_scale: float = 0.5
-    vad_frames_context: int = 2
-    vad_proportion_threshold: float = 0.12
+    vad: str = FrontEnd.vad
+    vad_energy_threshold: float = FrontEnd.vad_energy_threshold
+    vad_energy_mean_scale: float = FrontEnd.vad_energy_mean_scale
+    vad_frames_context: int = FrontEnd.vad_frames_context
+    vad_proportion_threshold: float = FrontEnd.vad_proportion_threshold
 
     def __post_init__(self) -> None:
         n = len(self.widths)
