@@ -32,7 +32,7 @@ import numpy as np
 
 from ..errors import InputError, shown
 from ..fileio import read_utf8
-from .datadir import DataDir, PIPES_OPT_IN, _check_audio, read_datadir
+from .datadir import DataDir, _check_audio, read_datadir
 
 CHECK_FILES = ("auto", "all", "sample", "none")
 CHECK_ALL_UP_TO = 100_000
@@ -78,7 +78,7 @@ class Strings(Sequence):
     def find(self, s: str) -> int:
         """Index of ``s`` in these strings, sorted in code-point order; -1 when absent."""
         key = s.encode()
-        i = bisect_left(_BytesView(self), key)
+        i = bisect_left(range(len(self)), key, key=self._bytes)
         return i if i < len(self) and self._bytes(i) == key else -1
 
     def _bytes(self, i: int) -> bytes:
@@ -94,17 +94,6 @@ class Strings(Sequence):
     @property
     def nbytes(self) -> int:
         return self.blob.nbytes + self.offsets.nbytes
-
-
-class _BytesView(Sequence):
-    def __init__(self, strings: Strings):
-        self.s = strings
-
-    def __len__(self) -> int:
-        return len(self.s)
-
-    def __getitem__(self, i: int) -> bytes:
-        return self.s._bytes(i)
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:
