@@ -97,3 +97,24 @@ def test_every_limit_is_an_option_and_a_list_limit_refuses_through_it(tmp_path):
                         r"\(JEFFREYS_MAX_LIST_LINES raises it\)\n", r.stderr), r.stderr
     r = run("--max-list-lines=10", *args)
     assert r.returncode == 0, r.stderr
+
+
+def test_an_error_line_is_one_write_with_its_newline(monkeypatch, tmp_path):
+    # print() writes the text and the newline apart on a non-terminal stderr: the lines of two
+    # torchrun ranks sharing it then ran into each other (seen in tests/test_extract_shard.py)
+    import io
+    import sys
+
+    from jeffreys.cli import main
+
+    writes = []
+
+    class Recorder(io.StringIO):
+        def write(self, s):
+            writes.append(s)
+            return len(s)
+
+    monkeypatch.setattr(sys, "stderr", Recorder())
+    assert main(["metrics", str(tmp_path / "missing.txt")]) == 2
+    assert main(["no-such-command"]) == 2
+    assert len(writes) == 2 and all(w.endswith("\n") and w.startswith("jeffreys") for w in writes)

@@ -115,12 +115,20 @@ def _one_line(error: Exception) -> str:
     return last[len(prefix):] if last.startswith(prefix) else " ".join(x.strip() for x in lines)
 
 
+def _say(text: str) -> None:
+    """``text`` and its newline on stderr in one write: print() writes them apart on a
+    non-terminal stderr, and the lines of processes sharing it (torchrun ranks, pool
+    workers) then run into each other."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         argv = _limit_options(argv)
     except JeffreysError as e:
-        print(f"jeffreys: error: {e}", file=sys.stderr)
+        _say(f"jeffreys: error: {e}")
         return 2
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
@@ -130,12 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"jeffreys: error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        _say(f"jeffreys: error: unknown command {name!r}\n\n{_usage()}")
         return 2
 
     def one_line_warning(message, category, filename, lineno, file=None, line=None):
         if issubclass(category, JeffreysWarning):
-            print(f"jeffreys {name}: warning: {message}", file=sys.stderr)
+            _say(f"jeffreys {name}: warning: {message}")
         else:
             shown(message, category, filename, lineno, file, line)
 
@@ -155,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
             signum = interrupts.received()  # a stop that something caught: still a stop
             return status if signum is None else _stopped(name, signum)
     except JeffreysError as e:
-        print(f"jeffreys {name}: error: {_one_line(e)}", file=sys.stderr)
+        _say(f"jeffreys {name}: error: {_one_line(e)}")
         return 2
     except ImportError as e:  # an optional dependency missing where no MissingExtra was raised: one line
         from .extras import EXTRA_OF, missing_message
@@ -163,11 +171,11 @@ def main(argv: list[str] | None = None) -> int:
         top = (e.name or "").split(".")[0]
         if top not in EXTRA_OF:
             raise
-        print(f"jeffreys {name}: error: {missing_message(top, f'jeffreys {name}')}", file=sys.stderr)
+        _say(f"jeffreys {name}: error: {missing_message(top, f'jeffreys {name}')}")
         return 2
     except OSError as e:  # the environment (permissions, a full disk) rather than a bug: one line
         where = f"{e.filename}: " if e.filename else ""
-        print(f"jeffreys {name}: error: {where}{e.strerror or e}", file=sys.stderr)
+        _say(f"jeffreys {name}: error: {where}{e.strerror or e}")
         return 2
     except KeyboardInterrupt:  # outside the main thread: Python's own Ctrl-C
         return _stopped(name, Interrupted.signum)
@@ -180,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
 def _stopped(name: str, signum: int) -> int:
     """The one line of a command stopped by signal ``signum``; its status, 128 + n."""
     try:
-        print(f"jeffreys {name}: {interrupts.describe(signum)}", file=sys.stderr, flush=True)
+        _say(f"jeffreys {name}: {interrupts.describe(signum)}")
     except (OSError, ValueError):  # no terminal any more (SIGHUP): the status says it
         pass
     return 128 + int(signum)
