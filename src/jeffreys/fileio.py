@@ -597,9 +597,13 @@ class atomic_dir:
         self.tmp: Path | None = None
 
     def __enter__(self) -> Path:
-        if self.dst.exists() and not self.overwrite:
+        try:  # one stat: another writer may rename dst away between two looks
+            st = os.stat(self.dst)
+        except (FileNotFoundError, NotADirectoryError):
+            st = None
+        if st is not None and not self.overwrite:
             raise InputError(f"{self.dst}: already exists (remove it or pass --overwrite)")
-        if self.dst.exists() and not self.dst.is_dir():
+        if st is not None and not stat.S_ISDIR(st.st_mode):
             raise InputError(f"{self.dst}: exists and is not a directory")
         _make_parent(self.dst)
         remove_stale_temps(self.dst)
