@@ -151,7 +151,8 @@ def two_nodes(tmp_path_factory):
     nodes_env = dict(env, NNODES="2", RDZV_ENDPOINT=f"127.0.0.1:{_free_port()}")
     nodes = [subprocess.Popen(["bash", str(RUN), "--stage", "4", "--stop-stage", "4"], env=nodes_env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [p.communicate(timeout=900) for p in nodes]
+    # each of the 4 trainings may wait out torch elastic's 300 s exit barrier (test_train_ddp.py)
+    outs = [p.communicate(timeout=1800) for p in nodes]
     return {"tmp": tmp_path, "env": env, "prep": prep, "nodes": [(p.returncode, *o) for p, o in zip(nodes, outs)], "sdsv": sdsv}
 
 
