@@ -26,11 +26,12 @@ import numpy as np
 from jeffreys.data.datadir import read_datadir
 from jeffreys.data.trials import label_scores, read_scores
 from jeffreys.experiment.statistics import adjust_comparisons, distinguishable, min_replicates, set_statistics
+from jeffreys.fileio import read_text
 from jeffreys.metrics import speaker_groups
 
 
 def _results(run: Path) -> dict:
-    return json.loads((run / "results.json").read_text())
+    return json.loads(read_text(run / "results.json", "results")[1])  # within the list limits
 
 
 def _digest(path: Path) -> str:
