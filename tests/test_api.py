@@ -455,6 +455,52 @@ def test_a_model_trained_on_the_embedded_corpus_says_so(tmp_path):
     assert not caught
 
 
+def test_a_model_that_heard_a_few_real_voices_says_so(tmp_path):
+    """A combined training set (synthetic voices and a few recorded ones) warns that the model
+    heard a few real voices, not that it is synthetic; a synthetic-only one warns as before; a
+    meta without a kind (VoxCeleb, older versions) says nothing."""
+    import warnings
+
+    from jeffreys.api import FewVoicesWarning, SyntheticModelWarning, few_voices_note
+    from jeffreys.data.datadir import describe, read_datadir
+    from train_helpers import make_datadir as voices
+
+    data = voices(tmp_path / "corpus", speakers=2, utts=2)
+    parts = [{"data": "synth/train", "corpus": "jeffreys synth", "kind": "synthetic", "speakers": 200, "utterances": 4000},
+             {"data": "deb/train", "corpus": "debvoices", "kind": "recorded", "speakers": 7, "utterances": 551},
+             {"data": "mb/train", "corpus": "mbrola", "kind": "diphone", "speakers": 25, "utterances": 2500}]
+    (tmp_path / "corpus" / "train" / "info.json").write_text(json.dumps({"corpus": "combined", "parts": parts}))
+    combined = describe(read_datadir(data))
+    assert combined["synthetic"] is False and combined["kind"] == "mixed"
+
+    def caught_at_load(train_data, name):
+        bundle = save_bundle(tmp_path / name, tiny_model(7), None, [], meta={"train_data": train_data})
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            jeffreys.load(bundle)
+        return [(w.category, str(w.message)) for w in caught]
+
+    (w,) = caught_at_load(combined, "combined.pt")
+    assert w[0] is FewVoicesWarning and not issubclass(w[0], SyntheticModelWarning)
+    assert w[1] == (f"{tmp_path / 'combined.pt'}: trained on 4000 synthetic utterances of 200 voices (jeffreys synth); "
+                    "551 recorded utterances of 7 speakers (debvoices); 2500 diphone utterances of 25 recorded voices "
+                    "(mbrola): a few real voices, not a corpus of thousands of recorded speakers such as VoxCeleb; "
+                    "expect real-voice error rates like those in docs/real-voices.md")  # fmt: skip
+    synthetic = {**combined, "parts": [parts[0], parts[0]], "kind": "synthetic", "synthetic": True}
+    assert [c for c, _ in caught_at_load(synthetic, "synthetic.pt")] == [SyntheticModelWarning]
+    old = {"data": str(data), "speakers": 2, "utterances": 4, "corpus": None, "synthetic": False}
+    assert describe(read_datadir(voices(tmp_path / "vox", speakers=2, utts=2))) == {**old, "data": str(tmp_path / "vox" / "train")}
+    assert caught_at_load(old, "old.pt") == []
+    # the rule: some recorded or diphone voices, fewer than 1000 speakers that are not synthetic
+    vox = {"data": "vox", "corpus": None, "kind": None, "speakers": 5994, "utterances": 1092009}
+    assert few_voices_note({"corpus": "combined", "parts": [vox, parts[1]]}) is None
+    assert few_voices_note({"corpus": "combined", "parts": [{**vox, "speakers": 900}, parts[1]]}) is not None
+    assert few_voices_note({"corpus": "debvoices", "kind": "recorded", "speakers": 7, "utterances": 551}).startswith(
+        "trained on 551 recorded utterances of 7 speakers (debvoices): a few real voices")
+    assert few_voices_note({"corpus": "my lab", "kind": "recorded", "speakers": 1200, "utterances": 9000}) is None
+    assert few_voices_note({"corpus": "combined", "parts": "not a list"}) is None
+
+
 def test_a_device_name_is_taken_as_checked():
     from jeffreys.devices import resolve_device
 

@@ -292,6 +292,40 @@ SYNTHETIC_NOTE = ("trained only on synthetic speech (the embedded corpus): its s
                   "of real people are not reliable (docs/real-voices.md)")
 
 
+class FewVoicesWarning(JeffreysWarning):
+    """A model whose training heard real voices (recorded, or MBROLA diphones recorded from
+    one person each) but only a few of them is used on recordings."""
+
+
+FEW_VOICES = 1000  # speakers not synthetic below which a model has heard "a few real voices"
+
+
+def few_voices_note(train_data) -> str | None:
+    """The :class:`FewVoicesWarning` note for a model's ``train_data`` meta, or None: said when
+    it heard recorded or diphone voices, fewer than :data:`FEW_VOICES` speakers that are not
+    synthetic in all. Nothing is said without a ``kind`` (VoxCeleb, a meta of older versions)."""
+    from .data.datadir import heard
+
+    if not isinstance(train_data, dict):
+        return None
+    parts = train_data.get("parts") if train_data.get("corpus") == "combined" else [train_data]
+    if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+        return None
+    if not any(p.get("kind") in ("recorded", "diphone") for p in parts):
+        return None
+    speakers = [p.get("speakers") for p in parts if p.get("kind") != "synthetic"]
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in speakers) or sum(speakers) >= FEW_VOICES:
+        return None  # a count that cannot be read says nothing
+    said = train_data.get("heard")
+    if not isinstance(said, str):
+        try:
+            said = heard(parts)
+        except (KeyError, TypeError):
+            return None
+    return (f"trained on {said}: a few real voices, not a corpus of thousands of recorded speakers such as VoxCeleb; "
+            "expect real-voice error rates like those in docs/real-voices.md")
+
+
 class Recognizer:
     """A loaded model (bundle or ONNX export): embed, score, verify, enroll, identify.
 
@@ -318,6 +352,10 @@ class Recognizer:
             import warnings
 
             warnings.warn(f"{path}: {SYNTHETIC_NOTE}", SyntheticModelWarning, stacklevel=3)
+        elif (note := few_voices_note(train_data)) is not None:
+            import warnings
+
+            warnings.warn(f"{path}: {note}", FewVoicesWarning, stacklevel=3)
 
     def __repr__(self) -> str:
         return f"<jeffreys model {self.path} ({self.backend}, {self.sample_rate} Hz, {self.embed_dim}-dim)>"
@@ -492,4 +530,4 @@ def load(path: str | Path, *, device: str = "cpu", batch_seconds: float = DEFAUL
     return Recognizer(p, backend, batch_seconds=batch_seconds, max_chunk_seconds=max_chunk_seconds, allow_pipes=allow_pipes)
 
 
-__all__ = ["Audio", "Decision", "NoSpeech", "Recognizer", "SyntheticModelWarning", "load"]
+__all__ = ["Audio", "Decision", "FewVoicesWarning", "NoSpeech", "Recognizer", "SyntheticModelWarning", "load"]

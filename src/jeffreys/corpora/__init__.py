@@ -39,6 +39,7 @@ PREPARERS: dict[str, str] = {
     "rirs": "jeffreys.corpora.rirs",
     "convert": "jeffreys.corpora.convert",
     "folder": "jeffreys.corpora.folder",
+    "combine": "jeffreys.corpora.combine",
 }
 
 
@@ -55,6 +56,7 @@ FUNCTIONS: dict[str, str] = {
     "convert_datadir": "jeffreys.corpora.convert",
     "prepare_folder": "jeffreys.corpora.folder",
     "prepare_debvoices": "jeffreys.corpora.debvoices",
+    "combine_datadirs": "jeffreys.corpora.combine",
     "quiet": "jeffreys.corpora._progress",
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -308,11 +309,16 @@ class DirSpec:
     segments: dict[str, tuple[str, float, float]] | None = None
 
 
-def write_dirs(corpus: str, dst: Path, dirs: Mapping[str, DirSpec], overwrite: bool) -> None:
+def write_dirs(corpus: str, dst: Path, dirs: Mapping[str, DirSpec], overwrite: bool, info: dict | None = None) -> None:
     """Write ``dirs`` (sub-dir name -> spec; ``""`` for DST itself) atomically, validate each
-    with :func:`read_datadir` before the rename, then print what was written."""
+    with :func:`read_datadir` before the rename, then print what was written. ``info``: the
+    corpus record written as DST/info.json in the same rename (what
+    :func:`jeffreys.data.datadir.describe` reads into a trained model's meta)."""
     rep = current()
     with atomic_dir(dst, overwrite=overwrite) as tmp:
+        if info is not None:
+            with atomic_write(tmp / "info.json") as f:
+                f.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
         for sub, spec in dirs.items():
             path = tmp / sub if sub else tmp
             where = shown(dst / sub if sub else dst)
@@ -348,7 +354,7 @@ def summary(corpus: str, dst: Path, dirs: Mapping[str, DirSpec]) -> str:
     lines = [f"{corpus}: wrote {dst}"]
     for sub, spec in dirs.items():
         n_spk = len(set(spec.utt2spk.values()))
-        hours = "hours not measured (--no-durations)" if spec.utt2dur is None else f"{sum(spec.utt2dur.values()) / 3600:.2f} hours"
+        hours = "hours not measured (no utt2dur)" if spec.utt2dur is None else f"{sum(spec.utt2dur.values()) / 3600:.2f} hours"
         lines.append(f"  {dst / sub if sub else dst}: {n_spk} speakers, {len(spec.utt2spk)} utterances, {hours}")
         for tl in spec.trials:
             n, t = len(tl.rows), tl.n_target

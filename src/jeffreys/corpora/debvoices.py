@@ -10,7 +10,8 @@ fetch.sh does it), or / where they are installed:
 Which files are whose voice: the table debvoices.tsv shipped with this module (--packages
 selects packages). DST/train and DST/eval (disjoint speakers): Kaldi data dirs with utt2dur,
 spk2gender, utt2lang; DST/eval has `trials` (all pairs), `trials_same_gender` and
-`trials_cross_lang` (pairs across the two languages of a bilingual voice).
+`trials_cross_lang` (pairs across the two languages of a bilingual voice); DST/info.json
+says the speech is recorded (a trained model's meta keeps it).
 
 Speakers, genders, languages and the train/eval assignment come from the packages' credits,
 copyright files, file naming and ARTIST tags, checked by listening statistics (median F0)
@@ -273,7 +274,9 @@ def prepare_debvoices(src: str | Path, dst: str | Path, *, packages: list[str] |
     if "eval" not in dirs:
         raise InputError("debvoices: the selected packages hold no evaluation speaker")
     dirs[next(iter(dirs))].notes += [f"(all splits) {n}" for n in notes]
-    write_dirs("debvoices", Path(dst), dirs, overwrite)
+    # DST/info.json: describe() of DST/train (the parent's) then tells a trained model's meta
+    # that it heard recorded voices
+    write_dirs("debvoices", Path(dst), dirs, overwrite, info={"corpus": "debvoices", "kind": "recorded"})
     return dirs
 
 

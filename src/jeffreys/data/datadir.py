@@ -85,22 +85,98 @@ class DataDir:
         return self.wav[utt], 0.0, None
 
 
+# What a corpus's speech is, by the corpus an info.json names (its own "kind" field wins):
+# a model's meta says what it heard, and the API warns when that was not what it will hear.
+KINDS = ("synthetic", "diphone", "recorded")
+CORPUS_KINDS = {"jeffreys synth": "synthetic", "mbrola": "diphone"}  # any other named corpus: recorded
+COMBINED = "combined"  # the corpus of `jeffreys prepare combine`: its info.json lists the parts
+
+
+def corpus_kind(info: Mapping) -> str | None:
+    """The kind of speech of a corpus described by an info.json (see :data:`KINDS`)."""
+    kind = info.get("kind")
+    if kind in KINDS:
+        return kind
+    corpus = info.get("corpus")
+    return CORPUS_KINDS.get(corpus, "recorded") if isinstance(corpus, str) and corpus != COMBINED else None
+
+
+def _corpus_info(path: Path) -> dict | None:
+    """The info.json beside or above a data dir that names a corpus, or None."""
+    import json
+
+    for info in (path / "info.json", path.parent / "info.json"):
+        try:
+            record = json.loads(read_text(info, "corpus info")[1]) if info.exists() else None
+        except (ValueError, OSError):  # InputError is a ValueError: an unreadable info.json says nothing
+            continue
+        if isinstance(record, dict) and isinstance(record.get("corpus"), str):
+            return record
+    return None
+
+
+def _count(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def part_record(record: Mapping) -> dict | None:
+    """A part of a combined dir as its info.json keeps it (corpus, kind, speakers, utterances,
+    hours when known), or None when it is not one: a file read from disk is checked."""
+    speakers, utterances = _count(record.get("speakers")), _count(record.get("utterances"))
+    corpus, kind, hours = record.get("corpus"), record.get("kind"), record.get("hours")
+    if speakers is None or utterances is None or not (corpus is None or isinstance(corpus, str)) or not (kind is None or kind in KINDS):
+        return None
+    data = record.get("data")
+    out = {"data": data if isinstance(data, str) else None, "corpus": corpus, "kind": kind, "speakers": speakers, "utterances": utterances}
+    if isinstance(hours, (int, float)) and not isinstance(hours, bool) and math.isfinite(hours) and hours >= 0:
+        out["hours"] = float(hours)
+    return out
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def heard(parts: Iterable[Mapping]) -> str:
+    """What a model trained on ``parts`` heard, in words, e.g. "4000 synthetic utterances of
+    200 voices (jeffreys synth); 551 recorded utterances of 7 speakers (debvoices)"."""
+    out = []
+    for p in parts:
+        u, s, kind = p["utterances"], p["speakers"], p.get("kind")
+        what = (f"{_plural(u, 'synthetic utterance')} of {_plural(s, 'voice')}" if kind == "synthetic"
+                else f"{_plural(u, 'diphone utterance')} of {_plural(s, 'recorded voice')}" if kind == "diphone"
+                else f"{_plural(u, 'recorded utterance')} of {_plural(s, 'speaker')}" if kind == "recorded"
+                else f"{_plural(u, 'utterance')} of {_plural(s, 'speaker')} of unknown kind")  # fmt: skip
+        out.append(f"{what} ({p.get('corpus') or p.get('data')})")
+    return "; ".join(out)
+
+
 def describe(data: DataDir) -> dict:
     """What a model trained on ``data`` was trained on, for its bundle's meta: the data dir,
     its speakers and utterances, and the corpus named by an ``info.json`` beside or above it
-    (the embedded corpus writes one), ``synthetic`` when that corpus is the embedded one."""
-    import json
-
+    (the preparers of synth, debvoices and combine write one), with its ``kind`` of speech
+    (:func:`corpus_kind`), ``hours`` when utt2dur gives them and ``heard`` (:func:`heard`).
+    A combined dir gives its ``parts`` (one record per source) too; ``synthetic`` is true when
+    all the speech is the embedded corpus's. Without an info.json nothing more is said: the
+    record is the one of older versions (corpus None, not synthetic)."""
     out = {"data": str(data.path), "speakers": len(data.speakers), "utterances": len(data.utt2spk),
            "corpus": None, "synthetic": False}
-    for info in (Path(data.path) / "info.json", Path(data.path).parent / "info.json"):
-        try:
-            corpus = json.loads(read_text(info, "corpus info")[1]).get("corpus") if info.exists() else None
-        except (ValueError, AttributeError):  # InputError is a ValueError
-            continue
-        if isinstance(corpus, str):
-            out.update(corpus=corpus, synthetic=corpus == "jeffreys synth")
-            break
+    info = _corpus_info(Path(data.path))
+    if info is None:
+        return out
+    if data.utt2dur is not None:
+        out["hours"] = round(sum(data.utt2dur.values()) / 3600, 3)
+    if info["corpus"] == COMBINED:
+        raw = info.get("parts")
+        parts = [part_record(p) if isinstance(p, dict) else None for p in raw] if isinstance(raw, list) else [None]
+        if not parts or None in parts:  # parts that cannot be read: a combined dir of unknown speech
+            return {**out, "corpus": COMBINED, "kind": None}
+        kinds = {p["kind"] for p in parts}
+        kind = kinds.pop() if len(kinds) == 1 else "mixed"
+        return {**out, "corpus": COMBINED, "kind": kind, "synthetic": kind == "synthetic", "parts": parts, "heard": heard(parts)}
+    kind = corpus_kind(info)
+    out.update(corpus=info["corpus"], kind=kind, synthetic=kind == "synthetic")
+    out["heard"] = heard([out])
     return out
 
 
@@ -289,5 +365,6 @@ def write_datadir(
 
 
 __all__ = [
-    "DataDir", "PIPES_OPT_IN", "atomic_dir", "read_datadir", "spk2utt_of", "write_datadir",
+    "COMBINED", "CORPUS_KINDS", "DataDir", "KINDS", "PIPES_OPT_IN", "atomic_dir", "corpus_kind", "describe", "heard",
+    "read_datadir", "spk2utt_of", "write_datadir",
 ]
