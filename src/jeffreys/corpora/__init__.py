@@ -35,6 +35,7 @@ PREPARERS: dict[str, str] = {
     "dipco": "jeffreys.corpora.dipco",
     "tedx": "jeffreys.corpora.tedx",
     "debvoices": "jeffreys.corpora.debvoices",
+    "mbrola": "jeffreys.corpora.mbrola",
     "musan": "jeffreys.corpora.musan",
     "rirs": "jeffreys.corpora.rirs",
     "convert": "jeffreys.corpora.convert",
@@ -57,6 +58,7 @@ FUNCTIONS: dict[str, str] = {
     "prepare_folder": "jeffreys.corpora.folder",
     "prepare_debvoices": "jeffreys.corpora.debvoices",
     "combine_datadirs": "jeffreys.corpora.combine",
+    "prepare_mbrola": "jeffreys.corpora.mbrola",
     "quiet": "jeffreys.corpora._progress",
 }
 

@@ -27,6 +27,7 @@ POS_CHARACTER = 1
 ESPEAK_CHARS_UTF8 = 1
 EE_OK, EE_NOT_FOUND = 0, 2
 RATE, VOLUME, PITCH, RANGE, WORDGAP = 1, 2, 3, 4, 7
+PHONEMES_MBROLA = 0x10  # espeak_SetPhonemeTrace: write .pho data, do not drive mbrola
 
 VARIANT_DIR = Path("voices") / "!v"
 
@@ -108,13 +109,16 @@ class Espeak:
 
     _instance: Espeak | None = None
 
-    def __init__(self, data_dir: str | Path):
-        from ..extras import require
+    def __init__(self, data_dir: str | Path, library: str | Path | None = None):
+        """``library``: another libespeak-ng (its dependencies loaded beforehand), e.g.
+        Debian's, built with MBROLA support (:mod:`jeffreys.corpora.mbrola`); default the
+        ``espeakng-loader`` wheel's."""
+        if library is None:
+            from ..extras import require
 
-        espeakng_loader = require("espeakng_loader", "the embedded corpus")
-
+            library = require("espeakng_loader", "the embedded corpus").get_library_path()
         self.data_dir = Path(data_dir)
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
+        lib = ctypes.CDLL(str(library))
         lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
         lib.espeak_Initialize.restype = ctypes.c_int
         lib.espeak_SetSynthCallback.argtypes = [_CALLBACK]
@@ -127,7 +131,11 @@ class Espeak:
             ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
         ]  # fmt: skip
         lib.espeak_Synth.restype = ctypes.c_int
-        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        # espeak-ng >= 1.52; older libraries (Debian's 1.51, used for MBROLA voices) draw
+        # their noise from a fixed-start generator
+        self._set_seed = getattr(lib, "espeak_ng_SetRandSeed", None)
+        if self._set_seed is not None:
+            self._set_seed.argtypes = [ctypes.c_long]
         lib.espeak_Info.argtypes = [ctypes.c_void_p]
         lib.espeak_Info.restype = ctypes.c_char_p
         self._lib = lib
@@ -140,12 +148,14 @@ class Espeak:
             raise InputError(f"{self.data_dir}: espeak-ng could not be initialised with this voice data")
         lib.espeak_SetSynthCallback(self._callback)
         self.version = lib.espeak_Info(None).decode()
+        # the rate of the current voice: MBROLA voices synthesise at their database's rate
+        self._rate_of_voice = getattr(lib, "espeak_ng_GetSampleRate", None)
 
     @classmethod
-    def get(cls, data_dir: str | Path) -> Espeak:
+    def get(cls, data_dir: str | Path, library: str | Path | None = None) -> Espeak:
         """The process-wide instance; espeak-ng cannot be re-pointed at other data."""
         if cls._instance is None:
-            cls._instance = cls(data_dir)
+            cls._instance = cls(data_dir, library)
         elif cls._instance.data_dir != Path(data_dir):
             raise RuntimeError(
                 f"espeak-ng already initialised on {cls._instance.data_dir} in this process; "
@@ -157,6 +167,10 @@ class Espeak:
         if wav and n > 0:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(n,)).copy())
         return 0
+
+    def voice_sample_rate(self) -> int:
+        """Sample rate of what :meth:`synth` returns for the voice selected now."""
+        return int(self._rate_of_voice()) if self._rate_of_voice is not None else self.sample_rate
 
     def set_voice(self, voice: str) -> None:
         """Select ``LANG`` or ``LANG+VARIANT``. espeak-ng silently ignores an unknown
@@ -178,7 +192,8 @@ class Espeak:
         for param, value in ((RATE, rate), (PITCH, pitch), (RANGE, pitch_range), (WORDGAP, wordgap)):
             if lib.espeak_SetParameter(param, int(value), 0) != EE_OK:
                 raise InputError(f"espeak-ng refused parameter {param} = {value}")
-        lib.espeak_ng_SetRandSeed(int(seed))
+        if self._set_seed is not None:
+            self._set_seed(int(seed))
         self._chunks = []
         data = text.encode("utf-8")
         status = lib.espeak_Synth(data, len(data) + 1, 0, POS_CHARACTER, 0, ESPEAK_CHARS_UTF8, None, None)
@@ -187,3 +202,30 @@ class Espeak:
         if not self._chunks:
             return np.zeros(0, np.int16)
         return np.concatenate(self._chunks)
+
+    def pho(self, text: str, **prosody) -> str:
+        """The MBROLA input (.pho: phonemes, durations, pitch points) that espeak-ng makes of
+        ``text`` in the current ``mb-*`` voice, with :meth:`synth`'s prosody options, instead
+        of sound: "" when the voice is not an MBROLA one. Needs a libespeak-ng built with
+        MBROLA support and glibc (the trace goes to an ``open_memstream``)."""
+        libc = ctypes.CDLL(None)
+        libc.open_memstream.restype = ctypes.c_void_p
+        libc.open_memstream.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_size_t)]
+        libc.fclose.argtypes = [ctypes.c_void_p]
+        libc.free.argtypes = [ctypes.c_void_p]
+        trace = self._lib.espeak_SetPhonemeTrace
+        trace.argtypes = [ctypes.c_int, ctypes.c_void_p]
+        buf, size = ctypes.c_void_p(), ctypes.c_size_t()
+        stream = libc.open_memstream(ctypes.byref(buf), ctypes.byref(size))
+        if not stream:
+            raise InputError("espeak-ng: cannot open a memory stream for the .pho output")
+        try:
+            trace(PHONEMES_MBROLA, stream)
+            self.synth(text, **prosody)
+        finally:
+            trace(0, None)
+            libc.fclose(stream)  # sets buf and size
+        try:
+            return ctypes.string_at(buf, size.value).decode("latin-1") if buf else ""
+        finally:
+            libc.free(buf)

@@ -30,6 +30,7 @@ import multiprocessing as mp
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -279,7 +280,7 @@ def _speech(es: Espeak, texts: list[str], order: np.ndarray, start: int, seconds
         text = texts[order[k % len(order)]]
         k += 1
         raw = es.synth(text, rate=rate, pitch=pitch, pitch_range=pitch_range, seed=int(rng.integers(1 << 30)))
-        x = ch.trim_silence(soxr.resample(raw.astype(np.float64) / 32768.0, es.sample_rate, SAMPLE_RATE, quality="HQ"))
+        x = ch.trim_silence(soxr.resample(raw.astype(np.float64) / 32768.0, es.voice_sample_rate(), SAMPLE_RATE, quality="HQ"))
         if pieces:
             pieces.append(np.zeros(int(rng.uniform(0.15, 0.4) * SAMPLE_RATE)))
         pieces.append(x)
@@ -461,7 +462,10 @@ def build_synth_corpus(dst: str | Path, seed: int = 0, *, overwrite: bool = Fals
     return dst
 
 
-def _render_all(jobs_list: list[_Job], jobs: int, progress: bool) -> dict[str, list[tuple[str, str, float]]]:
+def _render_all(jobs_list: list, jobs: int, progress: bool, render: Callable | None = None,
+                name: Callable = lambda job: job.speaker.id, desc: str = "synth speakers") -> dict[str, list[tuple[str, str, float]]]:  # fmt: skip
+    """``render(job)`` (default :func:`render_speaker`) for every job, each in a forked child:
+    {name(job): what it returned}."""
     # One speaker per child process, forked from this process, which never initialises
     # espeak-ng: every speaker starts from the same fresh synthesiser state. fork rather than
     # forkserver/spawn: those re-run the caller's __main__ script. Every child is forked here,
@@ -471,13 +475,13 @@ def _render_all(jobs_list: list[_Job], jobs: int, progress: bool) -> dict[str, l
     from multiprocessing.connection import wait
 
     ctx = mp.get_context("fork")
-    if any(job.channel == "reverberant" for job in jobs_list):
+    if any(getattr(job, "channel", None) == "reverberant" for job in jobs_list):
         import pyroomacoustics  # noqa: F401  # imported once here, not in every child
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs_list), desc="synth speakers", unit="spk")
+        bar = tqdm(total=len(jobs_list), desc=desc, unit="spk")
     results: dict[str, list[tuple[str, str, float]]] = {}
     queue, running = list(jobs_list), {}
     try:
@@ -485,7 +489,7 @@ def _render_all(jobs_list: list[_Job], jobs: int, progress: bool) -> dict[str, l
             while queue and len(running) < jobs:
                 job = queue.pop(0)
                 recv, send = ctx.Pipe(duplex=False)
-                proc = ctx.Process(target=_render_child, args=(job, send), daemon=True)
+                proc = ctx.Process(target=_render_child, args=(render or render_speaker, job, send), daemon=True)
                 with deferred():  # a stop comes after the child is recorded, so the finally stops it
                     proc.start()
                     running[recv] = (proc, job)
@@ -497,13 +501,13 @@ def _render_all(jobs_list: list[_Job], jobs: int, progress: bool) -> dict[str, l
                 except EOFError:
                     proc.join()
                     raise_if_stopped_by(proc.exitcode)  # killed by the signal that stops us
-                    ok, value = False, InputError(f"the process rendering speaker {job.speaker.id} died (exit code {proc.exitcode})")
+                    ok, value = False, InputError(f"the process rendering speaker {name(job)} died (exit code {proc.exitcode})")
                 finally:
                     conn.close()
                     proc.join()
                 if not ok:
                     raise value
-                results[job.speaker.id] = value
+                results[name(job)] = value
                 if bar is not None:
                     bar.update(1)
     finally:
@@ -516,9 +520,9 @@ def _render_all(jobs_list: list[_Job], jobs: int, progress: bool) -> dict[str, l
     return results
 
 
-def _render_child(job: _Job, conn) -> None:
+def _render_child(render: Callable, job, conn) -> None:
     try:
-        conn.send((True, render_speaker(job)))
+        conn.send((True, render(job)))
     except Exception as e:  # reported by the parent, as it is
         conn.send((False, e))
 
