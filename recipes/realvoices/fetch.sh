@@ -14,7 +14,7 @@
 #
 # --mbrola: also mbrola (contrib), the mbrola-VOICE databases named in
 # src/jeffreys/corpora/mbrola.tsv (non-free), Debian's libespeak-ng1 (built with MBROLA
-# support), libsonic0 and espeak-ng-data: about 330 MB more. contrib and non-free are not in a
+# support), libsonic0 and espeak-ng-data: about 400 MB more. contrib and non-free are not in a
 # default apt configuration, so they are read through a private one under DIR/apt (Debian's
 # archive, the suite of /etc/os-release, its archive keyring); the system's apt sources are
 # left as they are. MIRROR=... and SUITE=... override the mirror and the suite.
