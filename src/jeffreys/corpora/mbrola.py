@@ -9,6 +9,7 @@ realvoices/fetch.sh --mbrola does it through a private apt configuration):
 Debian's libespeak-ng turns text into MBROLA's input (the espeakng-loader wheel is built
 without MBROLA support) and the unpacked mbrola binary renders it; libespeak-ng's audio output
 library is replaced by a stub compiled here with $CC (or cc), as playback is never used.
+SRC is software, not data: its programs run (trust it as you trust what you install).
 Which voices, their gender, the language they read and their split come from mbrola.tsv,
 shipped with this module: DST/train, DST/dev (for calibration) and DST/eval (held out) never
 share a voice. DST/dev and DST/eval have `trials` (every pair) and `trials_same_gender`.
