@@ -148,8 +148,6 @@ class Espeak:
             raise InputError(f"{self.data_dir}: espeak-ng could not be initialised with this voice data")
         lib.espeak_SetSynthCallback(self._callback)
         self.version = lib.espeak_Info(None).decode()
-        # the rate of the current voice: MBROLA voices synthesise at their database's rate
-        self._rate_of_voice = getattr(lib, "espeak_ng_GetSampleRate", None)
 
     @classmethod
     def get(cls, data_dir: str | Path, library: str | Path | None = None) -> Espeak:
@@ -169,8 +167,8 @@ class Espeak:
         return 0
 
     def voice_sample_rate(self) -> int:
-        """Sample rate of what :meth:`synth` returns for the voice selected now."""
-        return int(self._rate_of_voice()) if self._rate_of_voice is not None else self.sample_rate
+        """Sample rate of what :meth:`synth` returns (an MBROLA renderer answers its database's)."""
+        return self.sample_rate
 
     def set_voice(self, voice: str) -> None:
         """Select ``LANG`` or ``LANG+VARIANT``. espeak-ng silently ignores an unknown

@@ -450,6 +450,8 @@ def build_synth_corpus(dst: str | Path, seed: int = 0, *, overwrite: bool = Fals
                 (tmp / "voices" / spk.id).write_text(voice_variant(spk.voice), encoding="utf-8")
                 jobs_list.append(_Job(spk, index, split.channel, n_utts, seed, cfg.min_dur, cfg.max_dur, str(tmp),
                                       cfg.speaker_eq_db, cfg.utterance_eq_db))  # fmt: skip
+        if any(job.channel == "reverberant" for job in jobs_list):
+            import pyroomacoustics  # noqa: F401  # imported once here, not in every forked child
         results = _render_all(jobs_list, jobs, progress)
         shutil.rmtree(tmp / _SCRATCH, ignore_errors=True)
         info = _write_splits(tmp, dst, plan, results, cfg, seed)
@@ -475,8 +477,6 @@ def _render_all(jobs_list: list, jobs: int, progress: bool, render: Callable | N
     from multiprocessing.connection import wait
 
     ctx = mp.get_context("fork")
-    if any(getattr(job, "channel", None) == "reverberant" for job in jobs_list):
-        import pyroomacoustics  # noqa: F401  # imported once here, not in every child
     bar = None
     if progress:
         from tqdm import tqdm
