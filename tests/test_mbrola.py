@@ -257,3 +257,28 @@ exit 0
     # a second run downloads nothing and unpacks again
     r = subprocess.run(["bash", str(fetch), "--mbrola", str(tmp_path / "f")], env=env, capture_output=True, text=True)
     assert r.returncode == 0 and not any("download" in c for c in log.read_text().splitlines()[len(calls):])
+
+
+class _Pho:
+    """An espeak-ng stand-in for Renderer: the .pho it would write, or "" (its formant fallback)."""
+
+    def __init__(self, pho: str):
+        self.text = pho
+
+    def pho(self, text, **prosody):
+        return self.text
+
+
+def test_the_renderer_refuses_a_voice_espeak_ng_did_not_drive_and_a_failing_mbrola(tmp_path):
+    root = fake_root(tmp_path)
+    lay, voice = mbrola.Layout.find(root), {v.name: v for v in mbrola.manifest()}["us1"]
+    with pytest.raises(InputError, match="mbrola-us1: espeak-ng made no MBROLA input .*fell back"):
+        mbrola.Renderer(_Pho(""), lay, voice, 16000).synth("hello")
+    fake = root / "usr/bin/mbrola"  # stand-ins: one fails, one echoes 0.1 s of raw samples
+    fake.write_text("#!/bin/sh\necho 'Fatal error in line 1: weird phoneme' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(InputError, match=r"mbrola-us1: mbrola failed \(exit 3\): .*weird phoneme"):
+        mbrola.Renderer(_Pho("_ 100\n"), lay, voice, 16000).synth("hello")
+    fake.write_text(f"#!{sys.executable}\nimport sys\nsys.stdin.read(); sys.stdout.buffer.write(bytes(3200))\n")
+    x = mbrola.Renderer(_Pho("_ 100\n"), lay, voice, 16000).synth("hello")
+    assert x.dtype == np.int16 and x.size == 1600
